@@ -1,0 +1,119 @@
+//! Shared fixtures for decnet-events tests.
+//!
+//! What it is: the one place that decides whether a test that needs a real
+//! PostgreSQL, Redis or NATS server runs, fails, or is skipped, and helpers that
+//! start private server processes for tests that kill or restart a broker.
+//! What it is not: a mock of any of those servers; every test that asks for one
+//! talks to the real thing.
+//!
+//! The policy, shared with `cargo xtask test`:
+//! - a test reads its server URL from `DECNET_TEST_DATABASE_URL`,
+//!   `DECNET_TEST_REDIS_URL` or `DECNET_TEST_NATS_URL`;
+//! - when the variable is unset and `CI` is set, the test fails naming the
+//!   variable (a CI run must never pass without its services);
+//! - otherwise it prints a loud `SKIPPED` line and returns early.
+//!
+//! `cargo xtask test` sets the variables when the services answer, and when one
+//! does not, it filters the tests out by name, so the runner reports them as
+//! skipped instead of passed. Tests that need a service therefore carry the
+//! marker `svc_postgres`, `svc_redis` or `svc_nats` in their path (a module
+//! named like that is the usual way).
+
+use std::net::TcpListener;
+
+/// A real service a test can need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// PostgreSQL, URL from `DECNET_TEST_DATABASE_URL`.
+    Postgres,
+    /// Redis, URL from `DECNET_TEST_REDIS_URL`.
+    Redis,
+    /// NATS, URL from `DECNET_TEST_NATS_URL`.
+    Nats,
+}
+
+impl Service {
+    /// The environment variable holding this service's URL.
+    pub fn env_var(self) -> &'static str {
+        match self {
+            Service::Postgres => "DECNET_TEST_DATABASE_URL",
+            Service::Redis => "DECNET_TEST_REDIS_URL",
+            Service::Nats => "DECNET_TEST_NATS_URL",
+        }
+    }
+
+    /// The name-marker that test paths needing this service carry.
+    pub fn marker(self) -> &'static str {
+        match self {
+            Service::Postgres => "svc_postgres",
+            Service::Redis => "svc_redis",
+            Service::Nats => "svc_nats",
+        }
+    }
+}
+
+/// The URL of `service` for this test, or `None` when the test must skip.
+///
+/// # Panics
+///
+/// When the variable is unset and `CI` is set: a CI run must not pass without
+/// the service it was meant to test against.
+pub fn service_url(service: Service) -> Option<String> {
+    match std::env::var(service.env_var()) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+            assert!(
+                !in_ci,
+                "{} is not set: this test needs a real {:?} server and CI=true forbids skipping it",
+                service.env_var(),
+                service
+            );
+            eprintln!(
+                "SKIPPED: {} is not set, so this test did not talk to a real {:?} server",
+                service.env_var(),
+                service
+            );
+            None
+        }
+    }
+}
+
+/// Return early from a test (as skipped) when `service` is not configured.
+///
+/// Expands to the URL as a `String`.
+#[macro_export]
+macro_rules! require_service {
+    ($service:expr) => {
+        match $crate::service_url($service) {
+            Some(url) => url,
+            None => return,
+        }
+    };
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+///
+/// # Panics
+///
+/// When the OS cannot bind an ephemeral port at all (tests cannot run then).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A short random suffix for per-test names (schemas, topic prefixes, keys).
+pub fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}{:x}{n:x}", std::process::id(), nanos & 0xffff_ffff)
+}
+
+pub mod pg;
+pub mod servers;
