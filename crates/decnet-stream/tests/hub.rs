@@ -1,0 +1,787 @@
+//! Behaviour of the attacker stream hub, on the memory bus and memory repository.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use decnet_bus::Bus;
+use decnet_repo::{Attacker, MemoryRepository, Observation, Repo, Repository};
+use decnet_sse::{Decoded, Decoder};
+use decnet_stream::{
+    AttackerStream, HubConfig, OpenOptions, SessionCheck, SessionVerdict, StreamHub,
+};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Fixture {
+    bus: Bus,
+    repo: MemoryRepository,
+    hub: StreamHub,
+}
+
+async fn fixture(config: HubConfig) -> Fixture {
+    let bus = Bus::memory();
+    let repo = MemoryRepository::new();
+    let hub = StreamHub::start(bus.clone(), Repo::from(repo.clone()), config);
+    // Let the hub's subscriptions register before anything is published.
+    tokio::time::timeout(WAIT, hub.wait_subscribed())
+        .await
+        .expect("hub subscribed");
+    Fixture { bus, repo, hub }
+}
+
+async fn wait_until(mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in time"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn attacker(uuid: &str, identity: Option<&str>) -> Attacker {
+    Attacker {
+        uuid: uuid.into(),
+        ip: "198.51.100.7".into(),
+        identity_id: identity.map(str::to_owned),
+    }
+}
+
+fn observation(attacker: &str, id: &str, primitive: &str, ts: f64, value: Value) -> Observation {
+    Observation {
+        id: id.into(),
+        identity_ref: None,
+        primitive: primitive.into(),
+        value,
+        confidence: 0.9,
+        window_start_ts: ts - 1.0,
+        window_end_ts: ts,
+        source: "behave".into(),
+        evidence_ref: format!("ev-{id}"),
+        envelope_v: 1,
+        ts,
+        attacker_uuid: attacker.into(),
+    }
+}
+
+/// Reads decoded items from a stream, however the bytes were chunked.
+struct Reader {
+    stream: AttackerStream,
+    decoder: Decoder,
+    items: std::collections::VecDeque<Decoded>,
+    ended: bool,
+}
+
+impl Reader {
+    fn new(stream: AttackerStream) -> Self {
+        Self {
+            stream,
+            decoder: Decoder::new(),
+            items: Default::default(),
+            ended: false,
+        }
+    }
+
+    /// The next item, or `None` when the stream ended.
+    async fn next(&mut self) -> Option<Decoded> {
+        loop {
+            if let Some(item) = self.items.pop_front() {
+                return Some(item);
+            }
+            if self.ended {
+                return None;
+            }
+            match tokio::time::timeout(WAIT, self.stream.next()).await {
+                Ok(Some(chunk)) => self.items.extend(self.decoder.feed(&chunk)),
+                Ok(None) => self.ended = true,
+                Err(_) => panic!("stream produced nothing for {WAIT:?}"),
+            }
+        }
+    }
+
+    async fn event(&mut self) -> decnet_sse::Event {
+        loop {
+            match self.next().await {
+                Some(Decoded::Event(event)) => return event,
+                Some(_) => continue,
+                None => panic!("stream ended while an event was expected"),
+            }
+        }
+    }
+
+    /// The next event that is not a keepalive/retry, as (name, data JSON, id).
+    async fn frame(&mut self) -> (String, Value, String) {
+        let event = self.event().await;
+        let data = serde_json::from_str(&event.data).expect("data is JSON");
+        (event.event, data, event.id)
+    }
+
+    async fn open_preamble(&mut self) {
+        assert_eq!(
+            self.next().await,
+            Some(Decoded::Comment("keepalive".into()))
+        );
+        assert_eq!(self.next().await, Some(Decoded::Retry(3000)));
+    }
+
+    /// Assert nothing but keepalives arrives for `wait`.
+    async fn assert_quiet(&mut self, wait: Duration) {
+        if let Some(item) = self.items.pop_front() {
+            panic!("unexpected {item:?}");
+        }
+        if let Ok(Some(chunk)) = tokio::time::timeout(wait, self.stream.next()).await {
+            for item in self.decoder.feed(&chunk) {
+                assert_eq!(
+                    item,
+                    Decoded::Comment("keepalive".into()),
+                    "unexpected frame"
+                );
+            }
+        }
+    }
+}
+
+async fn open(fx: &Fixture, uuid: &str, options: OpenOptions) -> Reader {
+    let attacker = fx
+        .repo
+        .attacker_by_uuid(uuid)
+        .await
+        .expect("repo")
+        .expect("attacker exists");
+    Reader::new(fx.hub.open(&attacker, options).await.expect("open"))
+}
+
+async fn publish(bus: &Bus, topic: &str, payload: Value) -> String {
+    let Value::Object(payload) = payload else {
+        panic!("payload must be an object")
+    };
+    let event = decnet_bus::Event::new(topic, "test", payload);
+    bus.publish_event(&event).await.expect("publish");
+    event.id
+}
+
+#[tokio::test]
+async fn snapshot_then_live_frames_for_this_attacker_only() {
+    let fx = fixture(HubConfig::default()).await;
+    fx.repo
+        .upsert_attacker(&attacker("a1", None))
+        .await
+        .unwrap();
+    fx.repo
+        .upsert_attacker(&attacker("a2", None))
+        .await
+        .unwrap();
+    for obs in [
+        observation("a1", "1", "motor.z", 10.0, json!(1)),
+        observation("a1", "2", "motor.a", 10.0, json!({"x": [1, 2]})),
+        observation("a1", "3", "motor.a", 12.0, json!("newer")),
+        observation("a2", "4", "motor.b", 99.0, json!(true)),
+    ] {
+        fx.repo.upsert_observation(&obs).await.unwrap();
+    }
+    let mut reader = open(&fx, "a1", OpenOptions::default()).await;
+    reader.open_preamble().await;
+    let (name, data, id) = reader.frame().await;
+    assert_eq!(name, "snapshot");
+    assert_eq!(id, "", "the snapshot carries no id");
+    assert_eq!(
+        data,
+        json!({"attacker_uuid": "a1", "observations": [
+            {"primitive": "motor.a", "value": "newer", "confidence": 0.9, "ts": 12.0, "source": "behave"},
+            {"primitive": "motor.z", "value": 1, "confidence": 0.9, "ts": 10.0, "source": "behave"},
+        ]})
+    );
+
+    publish(
+        &fx.bus,
+        "attacker.observation.motor.a",
+        json!({"attacker_uuid": "a2"}),
+    )
+    .await;
+    let id = publish(
+        &fx.bus,
+        "attacker.observation.motor.shell_mastery.tab_completion",
+        json!({"attacker_uuid": "a1", "v": 1}),
+    )
+    .await;
+    let (name, data, got_id) = reader.frame().await;
+    assert_eq!(name, "observation");
+    assert_eq!(got_id, id);
+    assert_eq!(
+        data["topic"],
+        "attacker.observation.motor.shell_mastery.tab_completion"
+    );
+    assert_eq!(data["type"], "test");
+    assert_eq!(data["payload"], json!({"attacker_uuid": "a1", "v": 1}));
+    assert!(data["ts"].is_f64());
+    assert!(data.get("v").is_none() && data.get("id").is_none());
+
+    publish(
+        &fx.bus,
+        "attacker.fingerprint_rotated",
+        json!({"attacker_uuid": "a1"}),
+    )
+    .await;
+    assert_eq!(reader.frame().await.0, "fingerprint.rotated");
+    publish(
+        &fx.bus,
+        "attacker.scored",
+        json!({"attacker_uuid": "a1", "score": 3}),
+    )
+    .await;
+    assert_eq!(reader.frame().await.0, "attacker.scored");
+    // Other attacker topics, and a payload without attacker_uuid, are not forwarded.
+    publish(
+        &fx.bus,
+        "attacker.something_new",
+        json!({"attacker_uuid": "a1"}),
+    )
+    .await;
+    publish(&fx.bus, "attacker.scored", json!({"other": "a1"})).await;
+    reader.assert_quiet(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn attribution_follows_the_identity_and_rekeys_live() {
+    let fx = fixture(HubConfig::default()).await;
+    fx.repo
+        .upsert_attacker(&attacker("a1", Some("id-1")))
+        .await
+        .unwrap();
+    fx.repo
+        .upsert_attacker(&attacker("a2", None))
+        .await
+        .unwrap();
+    let mut r1 = open(&fx, "a1", OpenOptions::default()).await;
+    let mut r2 = open(&fx, "a2", OpenOptions::default()).await;
+    for r in [&mut r1, &mut r2] {
+        r.open_preamble().await;
+        assert_eq!(r.frame().await.0, "snapshot");
+    }
+
+    publish(
+        &fx.bus,
+        "attribution.profile.state_changed",
+        json!({"identity_uuid": "id-1", "state": "x"}),
+    )
+    .await;
+    assert_eq!(r1.frame().await.0, "attribution.state_changed");
+    publish(
+        &fx.bus,
+        "attribution.profile.multi_actor_suspected",
+        json!({"identity_uuid": "id-1"}),
+    )
+    .await;
+    assert_eq!(r1.frame().await.0, "attribution.multi_actor_suspected");
+    publish(
+        &fx.bus,
+        "attribution.profile.state_changed",
+        json!({"identity_uuid": "id-other"}),
+    )
+    .await;
+    r1.assert_quiet(Duration::from_millis(100)).await;
+    r2.assert_quiet(Duration::from_millis(10)).await;
+
+    // a2 joins id-2 through identity.formed; identity events are not forwarded.
+    publish(
+        &fx.bus,
+        "identity.formed",
+        json!({"identity_uuid": "id-2", "observation_uuids": ["a2", "nobody"]}),
+    )
+    .await;
+    wait_until(|| fx.hub.metrics().rekeys.load(Ordering::Relaxed) >= 1).await;
+    publish(
+        &fx.bus,
+        "attribution.profile.state_changed",
+        json!({"identity_uuid": "id-2"}),
+    )
+    .await;
+    let (name, data, _) = r2.frame().await;
+    assert_eq!(
+        (name.as_str(), &data["payload"]["identity_uuid"]),
+        ("attribution.state_changed", &json!("id-2"))
+    );
+
+    // a1 is re-linked to id-3: id-1's events stop, id-3's arrive.
+    publish(
+        &fx.bus,
+        "identity.observation.linked",
+        json!({"identity_uuid": "id-3", "observation_uuid": "a1"}),
+    )
+    .await;
+    wait_until(|| fx.hub.metrics().rekeys.load(Ordering::Relaxed) >= 2).await;
+    publish(
+        &fx.bus,
+        "attribution.profile.state_changed",
+        json!({"identity_uuid": "id-1"}),
+    )
+    .await;
+    publish(
+        &fx.bus,
+        "attribution.profile.state_changed",
+        json!({"identity_uuid": "id-3", "n": 3}),
+    )
+    .await;
+    assert_eq!(r1.frame().await.1["payload"]["n"], 3);
+
+    // id-3 merges into id-2 (winner): both streams follow id-2, id-3's stop.
+    publish(
+        &fx.bus,
+        "identity.merged",
+        json!({"winner_uuid": "id-2", "loser_uuid": "id-3"}),
+    )
+    .await;
+    wait_until(|| fx.hub.metrics().rekeys.load(Ordering::Relaxed) >= 3).await;
+    publish(
+        &fx.bus,
+        "attribution.profile.state_changed",
+        json!({"identity_uuid": "id-3"}),
+    )
+    .await;
+    publish(
+        &fx.bus,
+        "attribution.profile.state_changed",
+        json!({"identity_uuid": "id-2", "n": 4}),
+    )
+    .await;
+    assert_eq!(r1.frame().await.1["payload"]["n"], 4);
+    assert_eq!(r2.frame().await.1["payload"]["n"], 4);
+    r1.assert_quiet(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn resume_replays_missed_frames_without_snapshot() {
+    let fx = fixture(HubConfig::default()).await;
+    fx.repo
+        .upsert_attacker(&attacker("a1", Some("id-1")))
+        .await
+        .unwrap();
+    let mut reader = open(&fx, "a1", OpenOptions::default()).await;
+    reader.open_preamble().await;
+    assert_eq!(reader.frame().await.0, "snapshot");
+    let first = publish(
+        &fx.bus,
+        "attacker.scored",
+        json!({"attacker_uuid": "a1", "n": 1}),
+    )
+    .await;
+    assert_eq!(reader.frame().await.2, first);
+    drop(reader);
+    // While the tab is away: an observation and an attribution frame routed to it.
+    let second = publish(
+        &fx.bus,
+        "attacker.scored",
+        json!({"attacker_uuid": "a1", "n": 2}),
+    )
+    .await;
+    let third = publish(
+        &fx.bus,
+        "attribution.profile.state_changed",
+        json!({"identity_uuid": "id-1"}),
+    )
+    .await;
+    wait_until(|| fx.hub.metrics().frames_encoded.load(Ordering::Relaxed) >= 3).await;
+
+    let mut resumed = open(
+        &fx,
+        "a1",
+        OpenOptions {
+            last_event_id: Some(first.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    resumed.open_preamble().await;
+    assert_eq!(resumed.frame().await.2, second);
+    let (name, _, id) = resumed.frame().await;
+    assert_eq!((name.as_str(), id), ("attribution.state_changed", third));
+    resumed.assert_quiet(Duration::from_millis(100)).await;
+
+    // An id no longer (or never) in the ring gets the snapshot, like a new client.
+    let mut unknown = open(
+        &fx,
+        "a1",
+        OpenOptions {
+            last_event_id: Some("nope".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    unknown.open_preamble().await;
+    assert_eq!(unknown.frame().await.0, "snapshot");
+}
+
+#[tokio::test]
+async fn ring_expires_after_grace() {
+    let fx = fixture(HubConfig {
+        replay_grace: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await;
+    fx.repo
+        .upsert_attacker(&attacker("a1", None))
+        .await
+        .unwrap();
+    let mut reader = open(&fx, "a1", OpenOptions::default()).await;
+    reader.open_preamble().await;
+    reader.frame().await;
+    let first = publish(&fx.bus, "attacker.scored", json!({"attacker_uuid": "a1"})).await;
+    reader.frame().await;
+    drop(reader);
+    wait_until(|| fx.hub.tracked_attackers() == 0).await;
+    let mut late = open(
+        &fx,
+        "a1",
+        OpenOptions {
+            last_event_id: Some(first),
+            ..Default::default()
+        },
+    )
+    .await;
+    late.open_preamble().await;
+    assert_eq!(late.frame().await.0, "snapshot");
+}
+
+#[tokio::test]
+async fn lagging_stream_gets_resync_and_fresh_snapshot() {
+    let fx = fixture(HubConfig {
+        queue_max: 4,
+        ..Default::default()
+    })
+    .await;
+    fx.repo
+        .upsert_attacker(&attacker("a1", None))
+        .await
+        .unwrap();
+    fx.repo
+        .upsert_observation(&observation("a1", "1", "p", 1.0, json!(1)))
+        .await
+        .unwrap();
+    let mut reader = open(&fx, "a1", OpenOptions::default()).await;
+    reader.open_preamble().await;
+    assert_eq!(reader.frame().await.0, "snapshot");
+    // Not reading: 10 events overflow a queue of 4.
+    for n in 0..10 {
+        publish(
+            &fx.bus,
+            "attacker.scored",
+            json!({"attacker_uuid": "a1", "n": n}),
+        )
+        .await;
+    }
+    wait_until(|| fx.hub.metrics().frames_enqueued.load(Ordering::Relaxed) >= 10).await;
+    let (name, data, id) = reader.frame().await;
+    assert_eq!(name, "resync");
+    assert_eq!(id, "");
+    assert_eq!(data["reason"], "lagged");
+    let dropped = data["dropped"].as_u64().expect("dropped count");
+    assert!(dropped >= 5, "dropped {dropped}");
+    assert_eq!(reader.frame().await.0, "snapshot");
+    // Whatever survived after the overflow follows, in order, and nothing is lost silently.
+    let mut rest = Vec::new();
+    for _ in 0..(10 - dropped) {
+        rest.push(reader.frame().await.1["payload"]["n"].as_u64().unwrap());
+    }
+    assert_eq!(rest, ((dropped)..10).collect::<Vec<_>>());
+    assert_eq!(fx.hub.metrics().resyncs.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        fx.hub.metrics().frames_dropped.load(Ordering::Relaxed),
+        dropped
+    );
+}
+
+#[tokio::test]
+async fn keepalive_after_idle_interval() {
+    let fx = fixture(HubConfig {
+        keepalive: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await;
+    fx.repo
+        .upsert_attacker(&attacker("a1", None))
+        .await
+        .unwrap();
+    let mut reader = open(&fx, "a1", OpenOptions::default()).await;
+    reader.open_preamble().await;
+    reader.frame().await;
+    assert_eq!(
+        reader.next().await,
+        Some(Decoded::Comment("keepalive".into()))
+    );
+    assert_eq!(
+        reader.next().await,
+        Some(Decoded::Comment("keepalive".into()))
+    );
+}
+
+struct TestSession {
+    expires_at: Option<SystemTime>,
+    revoked: Arc<AtomicBool>,
+}
+
+impl SessionCheck for TestSession {
+    fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_at
+    }
+    fn revalidate(&self) -> BoxFuture<'static, SessionVerdict> {
+        let revoked = self.revoked.load(Ordering::SeqCst);
+        Box::pin(async move {
+            if revoked {
+                SessionVerdict::Ended
+            } else {
+                SessionVerdict::Valid
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn session_expiry_ends_the_stream() {
+    let fx = fixture(HubConfig::default()).await;
+    fx.repo
+        .upsert_attacker(&attacker("a1", None))
+        .await
+        .unwrap();
+    let session = TestSession {
+        expires_at: Some(SystemTime::now() + Duration::from_millis(200)),
+        revoked: Arc::default(),
+    };
+    let mut reader = open(
+        &fx,
+        "a1",
+        OpenOptions {
+            session: Some(Arc::new(session)),
+            ..Default::default()
+        },
+    )
+    .await;
+    reader.open_preamble().await;
+    reader.frame().await;
+    let (name, data, _) = reader.frame().await;
+    assert_eq!(
+        (name.as_str(), data),
+        ("error", json!({"message": "Session expired"}))
+    );
+    assert_eq!(reader.next().await, None);
+}
+
+#[tokio::test]
+async fn session_revocation_ends_the_stream() {
+    let fx = fixture(HubConfig {
+        revalidate_every: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await;
+    fx.repo
+        .upsert_attacker(&attacker("a1", None))
+        .await
+        .unwrap();
+    let revoked = Arc::new(AtomicBool::new(false));
+    let session = TestSession {
+        expires_at: None,
+        revoked: revoked.clone(),
+    };
+    let mut reader = open(
+        &fx,
+        "a1",
+        OpenOptions {
+            session: Some(Arc::new(session)),
+            ..Default::default()
+        },
+    )
+    .await;
+    reader.open_preamble().await;
+    reader.frame().await;
+    reader.assert_quiet(Duration::from_millis(150)).await;
+    revoked.store(true, Ordering::SeqCst);
+    let (name, data, _) = reader.frame().await;
+    assert_eq!(
+        (name.as_str(), data),
+        ("error", json!({"message": "Session expired"}))
+    );
+    assert_eq!(reader.next().await, None);
+    assert_eq!(fx.hub.metrics().sessions_expired.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn repository_failure_mid_stream_sends_error_and_ends() {
+    let fx = fixture(HubConfig {
+        queue_max: 1,
+        ..Default::default()
+    })
+    .await;
+    fx.repo
+        .upsert_attacker(&attacker("a1", None))
+        .await
+        .unwrap();
+    let mut reader = open(&fx, "a1", OpenOptions::default()).await;
+    reader.open_preamble().await;
+    reader.frame().await;
+    fx.repo.set_available(false);
+    for _ in 0..3 {
+        publish(&fx.bus, "attacker.scored", json!({"attacker_uuid": "a1"})).await;
+    }
+    wait_until(|| fx.hub.metrics().frames_dropped.load(Ordering::Relaxed) >= 1).await;
+    assert_eq!(reader.frame().await.0, "resync");
+    let (name, data, _) = reader.frame().await;
+    assert_eq!(
+        (name.as_str(), data),
+        ("error", json!({"message": "Stream interrupted"}))
+    );
+    assert_eq!(reader.next().await, None);
+}
+
+#[tokio::test]
+async fn open_fails_when_repository_is_down() {
+    let fx = fixture(HubConfig::default()).await;
+    fx.repo
+        .upsert_attacker(&attacker("a1", None))
+        .await
+        .unwrap();
+    fx.repo.set_available(false);
+    let err = fx
+        .hub
+        .open(&attacker("a1", None), OpenOptions::default())
+        .await
+        .expect_err("must fail");
+    assert!(
+        matches!(err, decnet_stream::OpenError::Repository(ref e) if e.is_unavailable()),
+        "{err:?}"
+    );
+    assert_eq!(fx.hub.metrics().streams_active.load(Ordering::Relaxed), 0);
+}
+
+struct CountingGuard(Arc<AtomicUsize>);
+impl Drop for CountingGuard {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn dropping_a_stream_releases_everything() {
+    let fx = fixture(HubConfig {
+        replay_grace: Duration::ZERO,
+        ..Default::default()
+    })
+    .await;
+    fx.repo
+        .upsert_attacker(&attacker("a1", None))
+        .await
+        .unwrap();
+    let released = Arc::new(AtomicUsize::new(0));
+    let reader = open(
+        &fx,
+        "a1",
+        OpenOptions {
+            guard: Some(Box::new(CountingGuard(released.clone()))),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(fx.hub.metrics().streams_active.load(Ordering::Relaxed), 1);
+    assert_eq!(fx.hub.tracked_attackers(), 1);
+    drop(reader);
+    assert_eq!(released.load(Ordering::SeqCst), 1);
+    assert_eq!(fx.hub.metrics().streams_active.load(Ordering::Relaxed), 0);
+    assert_eq!(fx.hub.tracked_attackers(), 0);
+}
+
+#[tokio::test]
+async fn shutdown_ends_streams_cleanly() {
+    let fx = fixture(HubConfig::default()).await;
+    fx.repo
+        .upsert_attacker(&attacker("a1", None))
+        .await
+        .unwrap();
+    let mut reader = open(&fx, "a1", OpenOptions::default()).await;
+    reader.open_preamble().await;
+    reader.frame().await;
+    fx.hub.shutdown();
+    assert_eq!(reader.next().await, None, "no error frame on shutdown");
+    assert!(
+        fx.hub
+            .open(&attacker("a1", None), OpenOptions::default())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn null_bus_streams_get_snapshot_and_keepalives() {
+    let repo = MemoryRepository::new();
+    repo.upsert_attacker(&attacker("a1", None)).await.unwrap();
+    let hub = StreamHub::start(
+        Bus::null(),
+        Repo::from(repo),
+        HubConfig {
+            keepalive: Duration::from_millis(50),
+            ..Default::default()
+        },
+    );
+    let mut reader = Reader::new(
+        hub.open(&attacker("a1", None), OpenOptions::default())
+            .await
+            .unwrap(),
+    );
+    reader.open_preamble().await;
+    assert_eq!(reader.frame().await.0, "snapshot");
+    assert_eq!(
+        reader.next().await,
+        Some(Decoded::Comment("keepalive".into()))
+    );
+}
+
+#[tokio::test]
+async fn one_event_touches_only_matching_streams_among_10000() {
+    let fx = fixture(HubConfig::default()).await;
+    let mut streams = Vec::new();
+    for n in 0..10_000 {
+        let uuid = format!("other-{n}");
+        let a = attacker(&uuid, Some(&format!("identity-{n}")));
+        streams.push(fx.hub.open(&a, OpenOptions::default()).await.unwrap());
+    }
+    fx.repo
+        .upsert_attacker(&attacker("target", Some("id-t")))
+        .await
+        .unwrap();
+    let mut reader = open(&fx, "target", OpenOptions::default()).await;
+    reader.open_preamble().await;
+    reader.frame().await;
+    let metrics = fx.hub.metrics();
+    let before = metrics.frames_enqueued.load(Ordering::Relaxed);
+    publish(
+        &fx.bus,
+        "attacker.scored",
+        json!({"attacker_uuid": "target"}),
+    )
+    .await;
+    publish(
+        &fx.bus,
+        "attribution.profile.state_changed",
+        json!({"identity_uuid": "id-t"}),
+    )
+    .await;
+    assert_eq!(reader.frame().await.0, "attacker.scored");
+    assert_eq!(reader.frame().await.0, "attribution.state_changed");
+    // Two events, one receiving stream each: exactly two queue pushes, not 20,002.
+    assert_eq!(metrics.frames_enqueued.load(Ordering::Relaxed) - before, 2);
+    assert_eq!(metrics.frames_encoded.load(Ordering::Relaxed), 2);
+    // An event for nobody costs a lookup and no push.
+    publish(
+        &fx.bus,
+        "attacker.scored",
+        json!({"attacker_uuid": "unwatched"}),
+    )
+    .await;
+    wait_until(|| metrics.events_unrouted.load(Ordering::Relaxed) >= 1).await;
+    assert_eq!(metrics.frames_enqueued.load(Ordering::Relaxed) - before, 2);
+    assert_eq!(metrics.streams_active.load(Ordering::Relaxed), 10_001);
+    drop(streams);
+    assert_eq!(metrics.streams_active.load(Ordering::Relaxed), 1);
+}
