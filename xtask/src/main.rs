@@ -303,12 +303,11 @@ fn reachable(addr: &str) -> bool {
 }
 
 fn installed(binary: &str) -> bool {
-    let in_path = std::env::var_os("PATH").is_some_and(|paths| {
+    std::env::var_os("PATH").is_some_and(|paths| {
         std::env::split_paths(&paths)
             .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
             .any(|dir| dir.join(binary).is_file())
-    });
-    in_path
+    })
 }
 
 /// Make sure each service answers; start the ones that are installed but down.
@@ -333,7 +332,10 @@ fn ensure_services() -> ServicesReport {
             } else if !installed(spec.binary) {
                 (false, format!("{} is not installed", spec.binary))
             } else {
-                eprintln!("    {}: not answering on {}, starting it", spec.name, spec.addr);
+                eprintln!(
+                    "    {}: not answering on {}, starting it",
+                    spec.name, spec.addr
+                );
                 let started = (spec.start)().status();
                 let deadline = Instant::now() + Duration::from_secs(20);
                 let mut up = false;
@@ -348,7 +350,10 @@ fn ensure_services() -> ServicesReport {
                     (true, _) => (true, "started".to_owned()),
                     (false, Ok(status)) => (
                         false,
-                        format!("start command exited {status}, still not answering on {}", spec.addr),
+                        format!(
+                            "start command exited {status}, still not answering on {}",
+                            spec.addr
+                        ),
                     ),
                     (false, Err(e)) => (false, format!("start command failed: {e}")),
                 }

@@ -257,7 +257,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
         Ok(config) => config,
         Err(code) => return Ok(code),
     };
-    telemetry::init();
+    let _telemetry = telemetry::init();
     tracing::info!(?config, "starting");
 
     let listener = tokio::net::TcpListener::bind(config.bind)
@@ -399,7 +399,7 @@ async fn shutdown_signal() {
 }
 
 async fn migrate(args: DbArgs) -> Result<ExitCode> {
-    telemetry::init();
+    let _telemetry = telemetry::init();
     let repo = PgRepository::connect(PgConfig::new(args.database_url))
         .context("connecting to PostgreSQL")?;
     let applied = repo.migrate().await.context("applying migrations")?;

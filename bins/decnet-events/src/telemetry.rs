@@ -1,4 +1,11 @@
 //! Logging and tracing: the only place a subscriber is installed.
+//!
+//! Logs go to stderr through `tracing-subscriber`, filtered by `RUST_LOG`.
+//! With the `otel` feature (on by default) and `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! set, spans (`api.attackers.events`, `api.sse_ticket`, ...) are also
+//! exported over OTLP/HTTP; the exporter reads the standard `OTEL_*`
+//! variables itself. Without the endpoint, nothing is exported and nothing
+//! is said about it.
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -8,14 +15,75 @@ use tracing_subscriber::util::SubscriberInitExt;
 const DEFAULT_FILTER: &str =
     "warn,decnet_events=info,decnet_stream=info,decnet_bus=info,decnet_auth=info,decnet_repo=info";
 
-/// Install the tracing subscriber (fmt to stderr, filtered by `RUST_LOG`).
-pub(crate) fn init() {
+/// Flushes exported spans when dropped at the end of `main`.
+pub(crate) struct Guard {
+    #[cfg(feature = "otel")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some(provider) = self.provider.take()
+            && let Err(error) = provider.shutdown()
+        {
+            tracing::debug!(%error, "OpenTelemetry shutdown");
+        }
+    }
+}
+
+#[cfg(feature = "otel")]
+fn otel_provider() -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    let endpoint_set = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|var| std::env::var(var).is_ok_and(|v| !v.trim().is_empty()));
+    if !endpoint_set {
+        return None;
+    }
+    let exporter = match opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+    {
+        Ok(exporter) => exporter,
+        Err(error) => {
+            eprintln!("decnet-events: OpenTelemetry export disabled: {error}");
+            return None;
+        }
+    };
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("decnet-events")
+        .build();
+    Some(
+        opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build(),
+    )
+}
+
+/// Install the tracing subscriber. Keep the guard alive until exit.
+pub(crate) fn init() -> Guard {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    // A second init (tests, subcommands) is harmless: keep the first.
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .try_init();
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    #[cfg(feature = "otel")]
+    {
+        use opentelemetry::trace::TracerProvider as _;
+        let provider = otel_provider();
+        let layer = provider
+            .as_ref()
+            .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("decnet-events")));
+        // A second init (subcommands, tests) is harmless: keep the first.
+        let _ = registry.with(layer).try_init();
+        Guard { provider }
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = registry.try_init();
+        Guard {}
+    }
 }
