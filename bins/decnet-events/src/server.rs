@@ -290,7 +290,13 @@ fn preflight(state: &AppState, headers: &HeaderMap, route: Route<'_>) -> Respons
         .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
         .is_some_and(|m| route.allowed().contains(&m));
     if !origin_ok || !method_ok {
-        let mut response = Response::new(full("Disallowed CORS request"));
+        // Starlette's wording, which DECNET's dashboard already sees.
+        let failures: Vec<&str> = [(!origin_ok, "origin"), (!method_ok, "method")]
+            .into_iter()
+            .filter_map(|(failed, what)| failed.then_some(what))
+            .collect();
+        let mut response =
+            Response::new(full(format!("Disallowed CORS {}", failures.join(", "))));
         *response.status_mut() = StatusCode::BAD_REQUEST;
         return response;
     }
