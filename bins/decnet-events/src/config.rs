@@ -50,6 +50,8 @@ pub(crate) const ENV_JWT_LEEWAY_SECS: &str = "DECNET_JWT_LEEWAY_SECS";
 pub(crate) const ENV_CORS_ORIGINS: &str = "DECNET_CORS_ORIGINS";
 /// `DECNET_SHUTDOWN_GRACE_SECS` (10): how long shutdown waits for connections.
 pub(crate) const ENV_SHUTDOWN_GRACE_SECS: &str = "DECNET_SHUTDOWN_GRACE_SECS";
+/// `DECNET_SSE_HUB_MODE`: shared (default) | per-connection (benchmark ablation).
+pub(crate) const ENV_SSE_HUB_MODE: &str = "DECNET_SSE_HUB_MODE";
 /// `DECNET_DEMO`: auto (default) | true | false.
 pub(crate) const ENV_DEMO: &str = "DECNET_DEMO";
 
@@ -122,6 +124,8 @@ pub(crate) struct Config {
     pub(crate) shutdown_grace: Duration,
     /// Whether the embedded demo (seed data, synthetic events) runs.
     pub(crate) demo: bool,
+    /// Shared hub subscriptions, or one set per stream (benchmarks only).
+    pub(crate) hub_mode: decnet_stream::SubscriptionMode,
 }
 
 impl std::fmt::Debug for Config {
@@ -148,6 +152,7 @@ impl std::fmt::Debug for Config {
             .field("cors_origins", &self.cors_origins)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("demo", &self.demo)
+            .field("hub_mode", &self.hub_mode)
             .finish()
     }
 }
@@ -315,6 +320,23 @@ impl Config {
                 r.fail(ENV_CORS_ORIGINS, message);
             }
         }
+        let hub_mode = match r
+            .get(ENV_SSE_HUB_MODE)
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("shared") => decnet_stream::SubscriptionMode::Shared,
+            Some("per-connection" | "per_connection") => {
+                decnet_stream::SubscriptionMode::PerConnection
+            }
+            Some(other) => {
+                r.fail(
+                    ENV_SSE_HUB_MODE,
+                    format!("must be shared or per-connection, got {other:?}"),
+                );
+                decnet_stream::SubscriptionMode::Shared
+            }
+        };
         let jwt_secret = r.get(ENV_JWT_SECRET);
         let embedded = bus.kind == BusKind::Memory
             && db == DbKind::Memory
@@ -350,6 +372,7 @@ impl Config {
                 cors_origins,
                 shutdown_grace,
                 demo,
+                hub_mode,
             })
         } else {
             Err(r.errors)

@@ -120,6 +120,9 @@ struct ServeArgs {
     /// Connection drain timeout at shutdown [default: 10]
     #[arg(long, env = config::ENV_SHUTDOWN_GRACE_SECS, value_name = "SECS")]
     shutdown_grace_secs: Option<String>,
+    /// shared | per-connection: hub subscriptions (per-connection is a benchmark ablation) [default: shared]
+    #[arg(long, env = config::ENV_SSE_HUB_MODE, value_name = "MODE")]
+    sse_hub_mode: Option<String>,
     /// auto | true | false: run the embedded demo [default: auto]
     #[arg(long, env = config::ENV_DEMO, value_name = "MODE")]
     demo: Option<String>,
@@ -151,6 +154,7 @@ impl ServeArgs {
             (ENV_CORS_ORIGINS, &self.cors_origins),
             (ENV_SHUTDOWN_GRACE_SECS, &self.shutdown_grace_secs),
             (ENV_DEMO, &self.demo),
+            (ENV_SSE_HUB_MODE, &self.sse_hub_mode),
         ];
         pairs
             .into_iter()
@@ -306,6 +310,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
             retry: config.retry,
             // With a 10 s verifier cache, a revocation is seen within 20 s (< 30 s).
             revalidate_every: Duration::from_secs(10),
+            mode: config.hub_mode,
         },
     );
     let limiter = ConnectionLimiter::new(config.max_per_user, config.max_total);

@@ -295,8 +295,7 @@ fn preflight(state: &AppState, headers: &HeaderMap, route: Route<'_>) -> Respons
             .into_iter()
             .filter_map(|(failed, what)| failed.then_some(what))
             .collect();
-        let mut response =
-            Response::new(full(format!("Disallowed CORS {}", failures.join(", "))));
+        let mut response = Response::new(full(format!("Disallowed CORS {}", failures.join(", "))));
         *response.status_mut() = StatusCode::BAD_REQUEST;
         return response;
     }

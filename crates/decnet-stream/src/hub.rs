@@ -34,6 +34,22 @@ pub struct HubConfig {
     pub retry: Duration,
     /// How often an open stream re-checks its session for revocation.
     pub revalidate_every: Duration,
+    /// Shared hub subscriptions (the default) or one set per stream.
+    pub mode: SubscriptionMode,
+}
+
+/// How streams get their events from the bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SubscriptionMode {
+    /// One set of bus subscriptions per process; each event is routed through
+    /// the index and encoded once. The production mode.
+    #[default]
+    Shared,
+    /// Each stream subscribes to the bus on its own and filters every event
+    /// itself, encoding its own frames, as DECNET's Python service does. For
+    /// benchmarks (the ablation that shows what the shared hub buys); no
+    /// replay ring and no live identity re-keying in this mode.
+    PerConnection,
 }
 
 impl Default for HubConfig {
@@ -45,6 +61,7 @@ impl Default for HubConfig {
             replay_grace: Duration::from_secs(300),
             retry: Duration::from_secs(3),
             revalidate_every: Duration::from_secs(10),
+            mode: SubscriptionMode::Shared,
         }
     }
 }
@@ -203,6 +220,8 @@ pub(crate) struct Inner {
     index: Mutex<Index>,
     pub(crate) metrics: HubMetrics,
     pub(crate) shutdown: watch::Sender<bool>,
+    /// The bus, kept for per-connection subscriptions.
+    bus: Bus,
     /// Whether the hub's bus subscriptions are in place.
     subscribed: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -293,12 +312,13 @@ impl StreamHub {
                 index: Mutex::new(Index::default()),
                 metrics: HubMetrics::default(),
                 shutdown,
+                bus: bus.clone(),
                 subscribed: watch::Sender::new(false),
                 tasks: Mutex::new(Vec::new()),
             }),
         };
         let mut tasks = Vec::new();
-        if bus.kind() != "null" {
+        if bus.kind() != "null" && hub.inner.config.mode == SubscriptionMode::Shared {
             tasks.push(tokio::spawn(Self::subscribe_loop(
                 Arc::downgrade(&hub.inner),
                 bus,
@@ -434,11 +454,22 @@ impl StreamHub {
                 initial.push(snapshot_frame(&attacker.uuid, &rows));
             }
         }
+        let pump = (self.inner.config.mode == SubscriptionMode::PerConnection
+            && self.inner.bus.kind() != "null")
+            .then(|| {
+                AbortOnDrop(tokio::spawn(per_connection_pump(
+                    self.inner.bus.clone(),
+                    attacker.clone(),
+                    registration.queue.clone(),
+                    Arc::downgrade(&self.inner),
+                )))
+            });
         Ok(AttackerStream::new(Driver::new(
             self.inner.clone(),
             registration,
             initial,
             options,
+            pump,
         )))
     }
 
@@ -654,5 +685,62 @@ fn rekey(inner: &Inner, event: &Event) {
     drop(index);
     if applied > 0 {
         inner.metrics.rekeys.fetch_add(applied, Ordering::Relaxed);
+    }
+}
+
+/// Aborts a task when dropped (the per-connection pump of a stream).
+pub(crate) struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// [`SubscriptionMode::PerConnection`]: this stream's own subscriptions,
+/// filtering and encoding every event itself.
+async fn per_connection_pump(
+    bus: Bus,
+    attacker: Attacker,
+    queue: Arc<FrameQueue>,
+    hub: std::sync::Weak<Inner>,
+) {
+    let mut subscriptions = Vec::new();
+    for pattern in &decnet_topics::ATTACKER_STREAM_PATTERNS[..4] {
+        match bus.subscribe(pattern).await {
+            Ok(subscription) => subscriptions.push(subscription),
+            Err(error) => {
+                tracing::warn!(%pattern, %error, "per-connection subscribe failed");
+                return;
+            }
+        }
+    }
+    let mut merged = futures::stream::select_all(subscriptions);
+    while let Some(event) = merged.next().await {
+        let wanted = if is_attacker_topic(&event.topic) {
+            payload_str(&event, "attacker_uuid") == Some(attacker.uuid.as_str())
+        } else {
+            attacker.identity_id.is_some()
+                && payload_str(&event, "identity_uuid") == attacker.identity_id.as_deref()
+        };
+        let Some(inner) = hub.upgrade() else { return };
+        inner
+            .metrics
+            .events_received
+            .fetch_add(1, Ordering::Relaxed);
+        if !wanted {
+            continue;
+        }
+        inner.metrics.frames_encoded.fetch_add(1, Ordering::Relaxed);
+        inner
+            .metrics
+            .frames_enqueued
+            .fetch_add(1, Ordering::Relaxed);
+        if let Pushed::Lagged(n) = queue.push(live_frame(&event)) {
+            inner.metrics.frames_dropped.fetch_add(n, Ordering::Relaxed);
+        }
+        inner
+            .metrics
+            .add_frames(decnet_topics::sse_event_name(&event.topic), 1);
     }
 }

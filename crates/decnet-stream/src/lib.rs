@@ -25,6 +25,6 @@ mod session;
 mod stream;
 
 pub use frames::{lagged_resync_frame, live_frame, snapshot_frame};
-pub use hub::{HubConfig, HubMetrics, OpenError, OpenOptions, StreamHub};
+pub use hub::{HubConfig, HubMetrics, OpenError, OpenOptions, StreamHub, SubscriptionMode};
 pub use session::{SessionCheck, SessionVerdict};
 pub use stream::AttackerStream;

@@ -14,7 +14,7 @@ use futures::stream::BoxStream;
 use tokio::time::Instant;
 
 use crate::frames::{INTERRUPTED, SESSION_EXPIRED, lagged_resync_frame, snapshot_frame};
-use crate::hub::{Inner, OpenOptions, Registration};
+use crate::hub::{AbortOnDrop, Inner, OpenOptions, Registration};
 use crate::queue::coalesce;
 use crate::session::{SessionCheck, SessionVerdict};
 
@@ -66,6 +66,7 @@ pub(crate) struct Driver {
     shutdown: tokio::sync::watch::Receiver<bool>,
     ended: bool,
     _guard: Option<Box<dyn Send + Sync>>,
+    _pump: Option<AbortOnDrop>,
 }
 
 fn instant_of(at: SystemTime) -> Instant {
@@ -82,6 +83,7 @@ impl Driver {
         registration: Registration,
         initial: Vec<Bytes>,
         options: OpenOptions,
+        pump: Option<AbortOnDrop>,
     ) -> Self {
         let now = Instant::now();
         let session_expires_at = options
@@ -101,6 +103,7 @@ impl Driver {
             session_expires_at,
             ended: false,
             _guard: options.guard,
+            _pump: pump,
         }
     }
 

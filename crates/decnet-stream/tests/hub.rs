@@ -9,6 +9,7 @@ use decnet_repo::{Attacker, MemoryRepository, Observation, Repo, Repository};
 use decnet_sse::{Decoded, Decoder};
 use decnet_stream::{
     AttackerStream, HubConfig, OpenOptions, SessionCheck, SessionVerdict, StreamHub,
+    SubscriptionMode,
 };
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -784,4 +785,48 @@ async fn one_event_touches_only_matching_streams_among_10000() {
     assert_eq!(metrics.streams_active.load(Ordering::Relaxed), 10_001);
     drop(streams);
     assert_eq!(metrics.streams_active.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn per_connection_mode_delivers_the_same_frames_but_filters_per_stream() {
+    let bus = Bus::memory();
+    let repo = MemoryRepository::new();
+    let config = HubConfig {
+        mode: SubscriptionMode::PerConnection,
+        ..Default::default()
+    };
+    let hub = StreamHub::start(bus.clone(), Repo::from(repo.clone()), config);
+    repo.upsert_attacker(&attacker("a1", Some("id-1")))
+        .await
+        .unwrap();
+    repo.upsert_attacker(&attacker("a2", None)).await.unwrap();
+    let fx = Fixture { bus, repo, hub };
+    let mut r1 = open(&fx, "a1", OpenOptions::default()).await;
+    let _r2 = open(&fx, "a2", OpenOptions::default()).await;
+    r1.open_preamble().await;
+    assert_eq!(r1.frame().await.0, "snapshot");
+    // Each stream subscribes on its own: retry until its subscription is live.
+    let id = loop {
+        let id = publish(&fx.bus, "attacker.scored", json!({"attacker_uuid": "a1"})).await;
+        if let Ok(Some(Decoded::Event(event))) =
+            tokio::time::timeout(Duration::from_millis(200), r1.next()).await
+        {
+            break (event.id, id);
+        }
+    };
+    assert_eq!(id.0, id.1);
+    publish(
+        &fx.bus,
+        "attribution.profile.state_changed",
+        json!({"identity_uuid": "id-1"}),
+    )
+    .await;
+    assert_eq!(r1.frame().await.0, "attribution.state_changed");
+    // Every stream sees every event: work grows with the number of streams.
+    let received = fx.hub.metrics().events_received.load(Ordering::Relaxed);
+    let encoded = fx.hub.metrics().frames_encoded.load(Ordering::Relaxed);
+    assert!(
+        received >= 2 * encoded,
+        "received {received}, encoded {encoded}"
+    );
 }
