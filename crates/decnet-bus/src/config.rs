@@ -1,0 +1,327 @@
+//! [`BusConfig`] and its environment mapping ([`BusConfig::from_lookup`]).
+
+use std::fmt;
+
+use crate::error::ConfigError;
+use crate::event::DEFAULT_MAX_MESSAGE_BYTES;
+use crate::memory::DEFAULT_QUEUE_CAPACITY;
+
+/// Which backend to run: `memory` | `nats` | `redis` | `null`.
+pub const ENV_BUS_TYPE: &str = "DECNET_BUS_TYPE";
+/// `false` / `0` / `no` / `off` forces the null bus, whatever [`ENV_BUS_TYPE`] says.
+pub const ENV_BUS_ENABLED: &str = "DECNET_BUS_ENABLED";
+/// The NATS server URL (default [`DEFAULT_NATS_URL`]).
+pub const ENV_NATS_URL: &str = "DECNET_NATS_URL";
+/// The Redis server URL (default [`DEFAULT_REDIS_URL`]).
+pub const ENV_REDIS_URL: &str = "DECNET_REDIS_URL";
+
+/// NATS URL used when [`ENV_NATS_URL`] is unset.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// Redis URL used when [`ENV_REDIS_URL`] is unset.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// The backend a [`BusConfig`] selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum BusKind {
+    /// In-process ([`crate::MemoryBus`]); the default.
+    #[default]
+    Memory,
+    /// NATS (feature `nats`).
+    Nats,
+    /// Redis pub/sub (feature `redis`).
+    Redis,
+    /// Nothing ([`crate::NullBus`]).
+    Null,
+}
+
+impl BusKind {
+    /// The configuration spelling: `memory`, `nats`, `redis`, `null`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BusKind::Memory => "memory",
+            BusKind::Nats => "nats",
+            BusKind::Redis => "redis",
+            BusKind::Null => "null",
+        }
+    }
+}
+
+impl fmt::Display for BusKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How to build a [`crate::Bus`] with [`crate::Bus::connect`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct BusConfig {
+    /// The backend.
+    pub kind: BusKind,
+    /// NATS server URL(s), comma-separated (`None`: [`DEFAULT_NATS_URL`]).
+    pub nats_url: Option<String>,
+    /// Redis URL (`None`: [`DEFAULT_REDIS_URL`]).
+    pub redis_url: Option<String>,
+    /// Per-subscriber queue capacity of the memory and Redis backends.
+    pub queue_capacity: usize,
+    /// Largest envelope accepted when publishing and decoding.
+    pub max_message_bytes: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            kind: BusKind::Memory,
+            nats_url: None,
+            redis_url: None,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
+impl fmt::Debug for BusConfig {
+    // URLs may embed credentials: show only whether they are set.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BusConfig")
+            .field("kind", &self.kind)
+            .field("nats_url", &self.nats_url.as_ref().map(|_| "<set>"))
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("queue_capacity", &self.queue_capacity)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .finish()
+    }
+}
+
+impl BusConfig {
+    /// Read the bus settings through `lookup` (the binary passes
+    /// `|k| std::env::var(k).ok()`; tests pass a map). Libraries never read
+    /// the environment themselves.
+    ///
+    /// - [`ENV_BUS_TYPE`]: `memory` (default) | `nats` | `redis` | `null`,
+    ///   case-insensitive;
+    /// - [`ENV_BUS_ENABLED`]: `false`/`0`/`no`/`off` forces `null`;
+    ///   `true`/`1`/`yes`/`on` changes nothing;
+    /// - [`ENV_NATS_URL`], [`ENV_REDIS_URL`]: defaults [`DEFAULT_NATS_URL`],
+    ///   [`DEFAULT_REDIS_URL`].
+    ///
+    /// Empty values count as unset. `queue_capacity` and `max_message_bytes`
+    /// keep their defaults.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the variable: an unknown bus type or enabled
+    /// flag, a backend this build lacks (feature `nats` / `redis`), or a
+    /// URL that is blank inside or has the wrong scheme (the URL itself is
+    /// not repeated, it may hold a password).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<BusConfig, ConfigError> {
+        let get = |var: &str| {
+            lookup(var)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let mut kind = match get(ENV_BUS_TYPE) {
+            None => BusKind::Memory,
+            Some(value) => match value.to_ascii_lowercase().as_str() {
+                "memory" => BusKind::Memory,
+                "nats" => BusKind::Nats,
+                "redis" => BusKind::Redis,
+                "null" => BusKind::Null,
+                _ => {
+                    return Err(ConfigError::InvalidValue {
+                        var: ENV_BUS_TYPE,
+                        value,
+                        expected: "one of memory, nats, redis, null",
+                    });
+                }
+            },
+        };
+        if let Some(value) = get(ENV_BUS_ENABLED) {
+            match value.to_ascii_lowercase().as_str() {
+                "false" | "0" | "no" | "off" => kind = BusKind::Null,
+                "true" | "1" | "yes" | "on" => {}
+                _ => {
+                    return Err(ConfigError::InvalidValue {
+                        var: ENV_BUS_ENABLED,
+                        value,
+                        expected: "true or false",
+                    });
+                }
+            }
+        }
+        let nats_url = get(ENV_NATS_URL).unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
+        let redis_url = get(ENV_REDIS_URL).unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
+        if kind == BusKind::Nats {
+            if !cfg!(feature = "nats") {
+                return Err(ConfigError::FeatureDisabled {
+                    var: ENV_BUS_TYPE,
+                    value: "nats".into(),
+                    feature: "nats",
+                });
+            }
+            if nats_url.contains(char::is_whitespace) {
+                return Err(invalid_url(ENV_NATS_URL, "a URL without spaces"));
+            }
+        }
+        if kind == BusKind::Redis {
+            if !cfg!(feature = "redis") {
+                return Err(ConfigError::FeatureDisabled {
+                    var: ENV_BUS_TYPE,
+                    value: "redis".into(),
+                    feature: "redis",
+                });
+            }
+            let schemes = ["redis://", "rediss://", "unix://", "redis+unix://"];
+            if !schemes.iter().any(|s| redis_url.starts_with(s))
+                || redis_url.contains(char::is_whitespace)
+            {
+                return Err(invalid_url(
+                    ENV_REDIS_URL,
+                    "a redis://, rediss:// or unix:// URL",
+                ));
+            }
+        }
+        Ok(BusConfig {
+            kind,
+            nats_url: Some(nats_url),
+            redis_url: Some(redis_url),
+            ..BusConfig::default()
+        })
+    }
+}
+
+fn invalid_url(var: &'static str, expected: &'static str) -> ConfigError {
+    ConfigError::InvalidValue {
+        var,
+        value: "<redacted>".into(),
+        expected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<BusConfig, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        BusConfig::from_lookup(|k| map.get(k).cloned())
+    }
+
+    fn kind(vars: &[(&str, &str)]) -> BusKind {
+        match parse(vars) {
+            Ok(config) => config.kind,
+            Err(err) => panic!("{vars:?}: {err}"),
+        }
+    }
+
+    fn check_err(vars: &[(&str, &str)], var: &str) {
+        match parse(vars) {
+            Ok(config) => panic!("{vars:?} parsed: {config:?}"),
+            Err(err) => {
+                assert_eq!(err.var(), var);
+                assert!(err.to_string().contains(var), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let config = parse(&[]).unwrap_or_default();
+        assert_eq!(config.kind, BusKind::Memory);
+        assert_eq!(config.nats_url.as_deref(), Some(DEFAULT_NATS_URL));
+        assert_eq!(config.redis_url.as_deref(), Some(DEFAULT_REDIS_URL));
+        assert_eq!(config.queue_capacity, 1024);
+        assert_eq!(config.max_message_bytes, 1 << 20);
+        assert_eq!(kind(&[(ENV_BUS_TYPE, "")]), BusKind::Memory);
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(kind(&[(ENV_BUS_TYPE, "memory")]), BusKind::Memory);
+        assert_eq!(kind(&[(ENV_BUS_TYPE, " NULL ")]), BusKind::Null);
+        if cfg!(feature = "nats") {
+            assert_eq!(kind(&[(ENV_BUS_TYPE, "nats")]), BusKind::Nats);
+        } else {
+            check_err(&[(ENV_BUS_TYPE, "nats")], ENV_BUS_TYPE);
+        }
+        if cfg!(feature = "redis") {
+            assert_eq!(kind(&[(ENV_BUS_TYPE, "Redis")]), BusKind::Redis);
+        } else {
+            check_err(&[(ENV_BUS_TYPE, "redis")], ENV_BUS_TYPE);
+        }
+    }
+
+    #[test]
+    fn enabled_flag() {
+        for off in ["false", "0", "no", "off", "FALSE"] {
+            assert_eq!(
+                kind(&[(ENV_BUS_TYPE, "memory"), (ENV_BUS_ENABLED, off)]),
+                BusKind::Null
+            );
+        }
+        for on in ["true", "1", "yes", "on"] {
+            assert_eq!(
+                kind(&[(ENV_BUS_TYPE, "memory"), (ENV_BUS_ENABLED, on)]),
+                BusKind::Memory
+            );
+        }
+        // Disabled wins even over a backend this build lacks.
+        assert_eq!(
+            kind(&[(ENV_BUS_TYPE, "null"), (ENV_BUS_ENABLED, "false")]),
+            BusKind::Null
+        );
+    }
+
+    #[test]
+    fn urls() {
+        let config = parse(&[
+            (ENV_NATS_URL, "nats://n:4333"),
+            (ENV_REDIS_URL, "redis://r:6380/1"),
+        ])
+        .unwrap_or_default();
+        assert_eq!(config.nats_url.as_deref(), Some("nats://n:4333"));
+        assert_eq!(config.redis_url.as_deref(), Some("redis://r:6380/1"));
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        check_err(&[(ENV_BUS_TYPE, "kafka")], ENV_BUS_TYPE);
+        check_err(&[(ENV_BUS_ENABLED, "maybe")], ENV_BUS_ENABLED);
+        #[cfg(feature = "redis")]
+        {
+            check_err(
+                &[(ENV_BUS_TYPE, "redis"), (ENV_REDIS_URL, "http://x")],
+                ENV_REDIS_URL,
+            );
+            let err = parse(&[
+                (ENV_BUS_TYPE, "redis"),
+                (ENV_REDIS_URL, "http://user:hunter2@x"),
+            ])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        #[cfg(feature = "nats")]
+        check_err(
+            &[(ENV_BUS_TYPE, "nats"), (ENV_NATS_URL, "nats://a b")],
+            ENV_NATS_URL,
+        );
+        #[cfg(not(feature = "nats"))]
+        check_err(&[(ENV_BUS_TYPE, "nats")], ENV_BUS_TYPE);
+        #[cfg(not(feature = "redis"))]
+        check_err(&[(ENV_BUS_TYPE, "redis")], ENV_BUS_TYPE);
+        let err = parse(&[(ENV_BUS_TYPE, "kafka")])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            err,
+            "DECNET_BUS_TYPE=\"kafka\" is invalid: expected one of memory, nats, redis, null"
+        );
+    }
+}
