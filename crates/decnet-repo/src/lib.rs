@@ -101,9 +101,15 @@ pub enum RepoError {
     /// A migration could not be applied.
     #[error("migration failed")]
     Migration(#[source] BoxError),
-    /// A row held a value this crate cannot represent.
+    /// A row held a value this crate cannot represent, or a write broke a
+    /// constraint (unknown attacker, username taken, ...).
     #[error("invalid data: {0}")]
     InvalidData(String),
+    /// The backend's configuration cannot work (a database URL that does not
+    /// parse, an empty pool). Returned when building a backend, never by a
+    /// call.
+    #[error("invalid repository configuration")]
+    Config(#[source] BoxError),
 }
 
 impl RepoError {

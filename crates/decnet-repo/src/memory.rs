@@ -66,7 +66,7 @@ impl Repository for MemoryRepository {
         Ok(tables
             .observations
             .get(attacker_uuid)
-            .map(|rows| latest_per_primitive(rows))
+            .map(|rows| latest_per_primitive(rows.iter()))
             .unwrap_or_default())
     }
 
@@ -97,12 +97,24 @@ impl Repository for MemoryRepository {
                 observation.id, observation.attacker_uuid
             )));
         }
+        // `id` is the primary key: it may only name the row being replaced.
+        let same_key = |row: &Observation| {
+            row.evidence_ref == observation.evidence_ref && row.primitive == observation.primitive
+        };
+        if tables
+            .observations
+            .values()
+            .flatten()
+            .any(|row| row.id == observation.id && !same_key(row))
+        {
+            return Err(RepoError::InvalidData(format!(
+                "observation id {} already used by another (evidence_ref, primitive)",
+                observation.id
+            )));
+        }
         // Unique on (evidence_ref, primitive) across all attackers, as in SQL.
         for rows in tables.observations.values_mut() {
-            rows.retain(|row| {
-                !(row.evidence_ref == observation.evidence_ref
-                    && row.primitive == observation.primitive)
-            });
+            rows.retain(|row| !same_key(row));
         }
         tables
             .observations
