@@ -157,6 +157,10 @@ async fn open(fx: &Fixture, uuid: &str, options: OpenOptions) -> Reader {
     Reader::new(fx.hub.open(&attacker, options).await.expect("open"))
 }
 
+async fn state_changed(bus: &Bus, payload: Value) -> String {
+    publish(bus, "attribution.profile.state_changed", payload).await
+}
+
 async fn publish(bus: &Bus, topic: &str, payload: Value) -> String {
     let Value::Object(payload) = payload else {
         panic!("payload must be an object")
@@ -265,12 +269,7 @@ async fn attribution_follows_the_identity_and_rekeys_live() {
         assert_eq!(r.frame().await.0, "snapshot");
     }
 
-    publish(
-        &fx.bus,
-        "attribution.profile.state_changed",
-        json!({"identity_uuid": "id-1", "state": "x"}),
-    )
-    .await;
+    state_changed(&fx.bus, json!({"identity_uuid": "id-1", "state": "x"})).await;
     assert_eq!(r1.frame().await.0, "attribution.state_changed");
     publish(
         &fx.bus,
@@ -279,12 +278,7 @@ async fn attribution_follows_the_identity_and_rekeys_live() {
     )
     .await;
     assert_eq!(r1.frame().await.0, "attribution.multi_actor_suspected");
-    publish(
-        &fx.bus,
-        "attribution.profile.state_changed",
-        json!({"identity_uuid": "id-other"}),
-    )
-    .await;
+    state_changed(&fx.bus, json!({"identity_uuid": "id-other"})).await;
     r1.assert_quiet(Duration::from_millis(100)).await;
     r2.assert_quiet(Duration::from_millis(10)).await;
 
@@ -296,12 +290,7 @@ async fn attribution_follows_the_identity_and_rekeys_live() {
     )
     .await;
     wait_until(|| fx.hub.metrics().rekeys.load(Ordering::Relaxed) >= 1).await;
-    publish(
-        &fx.bus,
-        "attribution.profile.state_changed",
-        json!({"identity_uuid": "id-2"}),
-    )
-    .await;
+    state_changed(&fx.bus, json!({"identity_uuid": "id-2"})).await;
     let (name, data, _) = r2.frame().await;
     assert_eq!(
         (name.as_str(), &data["payload"]["identity_uuid"]),
@@ -316,18 +305,8 @@ async fn attribution_follows_the_identity_and_rekeys_live() {
     )
     .await;
     wait_until(|| fx.hub.metrics().rekeys.load(Ordering::Relaxed) >= 2).await;
-    publish(
-        &fx.bus,
-        "attribution.profile.state_changed",
-        json!({"identity_uuid": "id-1"}),
-    )
-    .await;
-    publish(
-        &fx.bus,
-        "attribution.profile.state_changed",
-        json!({"identity_uuid": "id-3", "n": 3}),
-    )
-    .await;
+    state_changed(&fx.bus, json!({"identity_uuid": "id-1"})).await;
+    state_changed(&fx.bus, json!({"identity_uuid": "id-3", "n": 3})).await;
     assert_eq!(r1.frame().await.1["payload"]["n"], 3);
 
     // id-3 merges into id-2 (winner): both streams follow id-2, id-3's stop.
@@ -338,18 +317,8 @@ async fn attribution_follows_the_identity_and_rekeys_live() {
     )
     .await;
     wait_until(|| fx.hub.metrics().rekeys.load(Ordering::Relaxed) >= 3).await;
-    publish(
-        &fx.bus,
-        "attribution.profile.state_changed",
-        json!({"identity_uuid": "id-3"}),
-    )
-    .await;
-    publish(
-        &fx.bus,
-        "attribution.profile.state_changed",
-        json!({"identity_uuid": "id-2", "n": 4}),
-    )
-    .await;
+    state_changed(&fx.bus, json!({"identity_uuid": "id-3"})).await;
+    state_changed(&fx.bus, json!({"identity_uuid": "id-2", "n": 4})).await;
     assert_eq!(r1.frame().await.1["payload"]["n"], 4);
     assert_eq!(r2.frame().await.1["payload"]["n"], 4);
     r1.assert_quiet(Duration::from_millis(100)).await;
@@ -380,12 +349,7 @@ async fn resume_replays_missed_frames_without_snapshot() {
         json!({"attacker_uuid": "a1", "n": 2}),
     )
     .await;
-    let third = publish(
-        &fx.bus,
-        "attribution.profile.state_changed",
-        json!({"identity_uuid": "id-1"}),
-    )
-    .await;
+    let third = state_changed(&fx.bus, json!({"identity_uuid": "id-1"})).await;
     wait_until(|| fx.hub.metrics().frames_encoded.load(Ordering::Relaxed) >= 3).await;
 
     let mut resumed = open(
@@ -762,12 +726,7 @@ async fn one_event_touches_only_matching_streams_among_10000() {
         json!({"attacker_uuid": "target"}),
     )
     .await;
-    publish(
-        &fx.bus,
-        "attribution.profile.state_changed",
-        json!({"identity_uuid": "id-t"}),
-    )
-    .await;
+    state_changed(&fx.bus, json!({"identity_uuid": "id-t"})).await;
     assert_eq!(reader.frame().await.0, "attacker.scored");
     assert_eq!(reader.frame().await.0, "attribution.state_changed");
     // Two events, one receiving stream each: exactly two queue pushes, not 20,002.
@@ -815,12 +774,7 @@ async fn per_connection_mode_delivers_the_same_frames_but_filters_per_stream() {
         }
     };
     assert_eq!(id.0, id.1);
-    publish(
-        &fx.bus,
-        "attribution.profile.state_changed",
-        json!({"identity_uuid": "id-1"}),
-    )
-    .await;
+    state_changed(&fx.bus, json!({"identity_uuid": "id-1"})).await;
     assert_eq!(r1.frame().await.0, "attribution.state_changed");
     // Every stream sees every event: work grows with the number of streams.
     let received = fx.hub.metrics().events_received.load(Ordering::Relaxed);
