@@ -338,7 +338,8 @@ impl Config {
             }
         };
         let jwt_secret = r.get(ENV_JWT_SECRET);
-        let embedded = bus.kind == BusKind::Memory
+        // The null bus is no real backend: it keeps the embedded default.
+        let embedded = matches!(bus.kind, BusKind::Memory | BusKind::Null)
             && db == DbKind::Memory
             && ticket_store == TicketStoreKind::Memory;
         let demo = match r.boolean(ENV_DEMO) {
