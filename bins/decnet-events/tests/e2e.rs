@@ -1328,6 +1328,18 @@ mod cases {
             .request("POST", &events_path(&attacker, None), &[])
             .await
             .assert_detail(405, "Method Not Allowed");
+        // A declared body over the limit is refused before anything else.
+        server
+            .request(
+                "POST",
+                TICKET_PATH,
+                &[
+                    ("content-length", "1048576"),
+                    ("authorization", &format!("Bearer {token}")),
+                ],
+            )
+            .await
+            .assert_detail(413, "Request body too large");
 
         // CORS preflight from the dashboard's origin.
         let preflight = |origin: &'static str| {
