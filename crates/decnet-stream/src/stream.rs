@@ -11,7 +11,7 @@ use bytes::Bytes;
 use decnet_repo::Repository;
 use futures::Stream;
 use futures::stream::BoxStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::frames::{INTERRUPTED, SESSION_EXPIRED, lagged_resync_frame, snapshot_frame};
 use crate::hub::{AbortOnDrop, Inner, OpenOptions, Registration};
@@ -54,6 +54,11 @@ impl Stream for AttackerStream {
 }
 
 /// The state machine behind an [`AttackerStream`].
+///
+/// One timer serves the keepalive, the session expiry and the periodic
+/// revalidation: it is armed for the earliest of the three and re-armed when
+/// it fires early (the keepalive deadline moves on with every frame without
+/// touching the timer, so a busy stream does no timer work per frame).
 pub(crate) struct Driver {
     hub: Arc<Inner>,
     registration: Registration,
@@ -63,6 +68,7 @@ pub(crate) struct Driver {
     session: Option<Arc<dyn SessionCheck>>,
     session_expires_at: Option<Instant>,
     revalidate_at: Instant,
+    timer: Pin<Box<Sleep>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     ended: bool,
     _guard: Option<Box<dyn Send + Sync>>,
@@ -91,9 +97,11 @@ impl Driver {
             .as_ref()
             .and_then(|s| s.expires_at())
             .map(instant_of);
-        Self {
-            keepalive_at: now + hub.config.keepalive,
+        let keepalive_at = now + hub.config.keepalive;
+        let mut driver = Self {
+            keepalive_at,
             revalidate_at: now + hub.config.revalidate_every,
+            timer: Box::pin(tokio::time::sleep_until(keepalive_at)),
             shutdown: hub.shutdown.subscribe(),
             hub,
             registration,
@@ -104,7 +112,10 @@ impl Driver {
             ended: false,
             _guard: options.guard,
             _pump: pump,
-        }
+        };
+        let first = driver.next_deadline();
+        driver.timer.as_mut().reset(first);
+        driver
     }
 
     fn end_with(&mut self, frame: &'static [u8]) {
@@ -118,6 +129,24 @@ impl Driver {
             .sessions_expired
             .fetch_add(1, Ordering::Relaxed);
         self.end_with(SESSION_EXPIRED);
+    }
+
+    /// The earliest moment the timer must wake the stream.
+    fn next_deadline(&self) -> Instant {
+        let mut at = self.keepalive_at;
+        if self.session.is_some() {
+            at = at.min(self.revalidate_at);
+        }
+        if let Some(expires) = self.session_expires_at {
+            at = at.min(expires);
+        }
+        at
+    }
+
+    /// A chunk is about to be sent: the keepalive is due one interval later.
+    fn sent(&mut self, chunk: Bytes) -> Option<Bytes> {
+        self.keepalive_at = Instant::now() + self.hub.config.keepalive;
+        Some(chunk)
     }
 
     /// Send the client a resync and a fresh snapshot after its queue overflowed.
@@ -139,12 +168,36 @@ impl Driver {
         }
     }
 
+    /// The timer fired: do whatever is due, or re-arm it if nothing is yet.
+    async fn on_timer(&mut self) -> Option<Bytes> {
+        let now = Instant::now();
+        if self.session_expires_at.is_some_and(|at| at <= now) {
+            self.session_ended();
+            return None;
+        }
+        if self.session.is_some() && self.revalidate_at <= now {
+            self.revalidate_at = now + self.hub.config.revalidate_every;
+            if let Some(session) = self.session.clone()
+                && session.revalidate().await == SessionVerdict::Ended
+            {
+                self.session_ended();
+                return None;
+            }
+        }
+        let keepalive = (self.keepalive_at <= now).then(decnet_sse::keepalive);
+        if keepalive.is_some() {
+            self.keepalive_at = now + self.hub.config.keepalive;
+        }
+        let next = self.next_deadline();
+        self.timer.as_mut().reset(next);
+        keepalive
+    }
+
     /// The next chunk of bytes for the client, or `None` when the stream ends.
     pub(crate) async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
             if let Some(frame) = self.pending.pop_front() {
-                self.keepalive_at = Instant::now() + self.hub.config.keepalive;
-                return Some(frame);
+                return self.sent(frame);
             }
             if self.ended || *self.shutdown.borrow() {
                 return None;
@@ -152,21 +205,20 @@ impl Driver {
             let dropped = self.registration.queue.take(&mut self.spare);
             if dropped > 0 {
                 // Frames queued after the overflow are newer than nothing the
-                // client has; send them after the fresh snapshot.
+                // client has; send them after the fresh snapshot. Boxed: the
+                // repository future is large and rarely needed, so it is not
+                // kept inline in every idle stream.
                 let after = std::mem::take(&mut self.spare);
-                self.resync(dropped).await;
+                Box::pin(self.resync(dropped)).await;
                 if !self.ended {
                     self.pending.extend(after);
                 }
                 continue;
             }
             if let Some(chunk) = coalesce(&mut self.spare) {
-                self.keepalive_at = Instant::now() + self.hub.config.keepalive;
-                return Some(chunk);
+                return self.sent(chunk);
             }
             let queue = self.registration.queue.clone();
-            let session_deadline = self.session_expires_at;
-            let has_session = self.session.is_some();
             tokio::select! {
                 biased;
                 changed = self.shutdown.changed() => {
@@ -174,29 +226,14 @@ impl Driver {
                         return None;
                     }
                 }
-                () = sleep_until_opt(session_deadline) => self.session_ended(),
-                () = tokio::time::sleep_until(self.revalidate_at), if has_session => {
-                    self.revalidate_at = Instant::now() + self.hub.config.revalidate_every;
-                    if let Some(session) = self.session.clone()
-                        && session.revalidate().await == SessionVerdict::Ended
-                    {
-                        self.session_ended();
-                    }
-                }
                 () = queue.wait() => {}
-                () = tokio::time::sleep_until(self.keepalive_at) => {
-                    self.keepalive_at = Instant::now() + self.hub.config.keepalive;
-                    return Some(decnet_sse::keepalive());
+                () = &mut self.timer => {
+                    if let Some(keepalive) = Box::pin(self.on_timer()).await {
+                        return self.sent(keepalive);
+                    }
                 }
             }
         }
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
