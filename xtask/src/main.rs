@@ -2,7 +2,10 @@
 //!
 //! - `test`: the CI entry point (fmt, clippy, tests with real services, cargo-deny).
 //! - `services`: start local PostgreSQL, Redis and NATS when installed but not running.
-//! - `bench`: the benchmarks behind docs/BENCHMARKS.md.
+//! - `bench`: the service benchmarks behind docs/BENCHMARKS.md (see `bench.rs`);
+//!   `bench micro` runs the crates' micro-benchmarks.
+
+mod bench;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -26,14 +29,14 @@ fn main() -> Result<()> {
                 bail!("not running: {}", report.missing().join(", "))
             }
         }
-        Some("bench") => bench(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  test       fmt --check, clippy -D warnings, the test suite on real services, cargo-deny\n  \
                  services   start local PostgreSQL / Redis / NATS that are installed but not running\n  \
-                 bench      run the benchmarks and print their figures"
+                 bench      service benchmarks (--quick, scenarios; see xtask/src/bench.rs); bench micro: cargo bench"
             );
             bail!("no command given")
         }

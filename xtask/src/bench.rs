@@ -1,0 +1,886 @@
+//! `cargo xtask bench`: the service benchmarks behind docs/BENCHMARKS.md.
+//!
+//! ```text
+//! cargo xtask bench [--quick] [--no-build] [--docs | --no-docs] [SCENARIO ...]
+//! cargo xtask bench [--quick] --report-only [--docs | --no-docs]   re-render the last run
+//! cargo xtask bench micro [CARGO BENCH ARGS ...]     the crates' micro-benchmarks
+//! ```
+//!
+//! Scenarios (default: all of them, in this order): `idle`, `fanout`,
+//! `ceiling`, `open-rate`, `ablation`. Each starts a fresh RELEASE
+//! `decnet-events` on PostgreSQL (database `decnet_bench`, dropped and
+//! recreated once per run) and NATS, drives it with `decnet-loadgen`, and
+//! stops it. Summaries (JSON), server logs and the Markdown section go to
+//! `target/bench/<full|quick>/`; a full run of every scenario also rewrites
+//! the service section of docs/BENCHMARKS.md and docs/bench-latency.svg
+//! (`--docs` / `--no-docs` override that).
+//!
+//! NATS: a private `nats-server` on a free loopback port when one is
+//! installed, so the benchmark's tens of thousands of events per second do
+//! not reach other developers' test servers on the shared NATS (and theirs do
+//! not disturb the figures); otherwise the shared one on 127.0.0.1:4222.
+//!
+//! File descriptors: every server and load generator runs through
+//! `bash -c 'ulimit -Sn $(ulimit -Hn); exec ...'` (the hard limit here is
+//! 20,000; raising the soft limit in-process needs `unsafe` `setrlimit`).
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Database the benchmarks own (dropped and recreated every run).
+const BENCH_DB: &str = "decnet_bench";
+/// Maintenance database used to drop and create it.
+const ADMIN_DB_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// The shared NATS, when no private one can be started.
+const SHARED_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// The JWT secret of the benchmark servers (a loopback-only throwaway).
+const JWT_SECRET: &str = "decnet-bench-secret-not-for-production";
+/// Attackers seeded (every scenario uses up to this many).
+const ATTACKERS: usize = 1000;
+/// Users seeded (the per-user cap is lifted, so a few are enough).
+const USERS: usize = 20;
+/// Where the service section starts and ends in docs/BENCHMARKS.md.
+const BEGIN_MARK: &str = "<!-- BEGIN service-benchmarks: written by `cargo xtask bench`, edits inside are overwritten -->";
+const END_MARK: &str = "<!-- END service-benchmarks -->";
+const ALL: [&str; 5] = ["idle", "fanout", "ceiling", "open-rate", "ablation"];
+
+/// Sizes of every scenario, full or quick.
+struct Sizes {
+    idle: &'static [usize],
+    fanout_streams: usize,
+    fanout_rate: u32,
+    fanout_secs: u32,
+    ceiling_rates: &'static [u32],
+    ceiling_secs: u32,
+    open_rate: u32,
+    open_secs: u32,
+    ablation_secs: u32,
+    attackers: usize,
+}
+
+const FULL: Sizes = Sizes {
+    idle: &[10_000, 19_000],
+    fanout_streams: 10_000,
+    fanout_rate: 2000,
+    fanout_secs: 30,
+    ceiling_rates: &[
+        2000, 2500, 3000, 3500, 4000, 5000, 6000, 7000, 8000, 10_000, 12_000, 14_000,
+    ],
+    ceiling_secs: 10,
+    open_rate: 500,
+    open_secs: 20,
+    ablation_secs: 10,
+    attackers: ATTACKERS,
+};
+
+const QUICK: Sizes = Sizes {
+    idle: &[1000],
+    fanout_streams: 500,
+    fanout_rate: 200,
+    fanout_secs: 5,
+    ceiling_rates: &[500, 1000, 2000],
+    ceiling_secs: 3,
+    open_rate: 100,
+    open_secs: 5,
+    ablation_secs: 3,
+    attackers: 100,
+};
+
+/// Streams one load-generator process holds at most (20,000 open files per
+/// process; kept well below so 19,000 streams take two processes).
+const STREAMS_PER_LOADGEN: usize = 10_000;
+
+/// Entry point of `cargo xtask bench`.
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    if args.first().map(String::as_str) == Some("micro") {
+        return super::bench(&args[1..]);
+    }
+    let mut quick = false;
+    let mut build = true;
+    let mut docs: Option<bool> = None;
+    let mut report_only = false;
+    let mut scenarios: Vec<&str> = Vec::new();
+    for arg in args {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--no-build" => build = false,
+            "--docs" => docs = Some(true),
+            "--no-docs" => docs = Some(false),
+            "--report-only" => report_only = true,
+            name => match ALL.iter().find(|s| **s == name) {
+                Some(s) => scenarios.push(s),
+                None => bail!(
+                    "unknown bench argument {name:?}; scenarios: {}, micro; flags: --quick --no-build --docs --no-docs --report-only",
+                    ALL.join(", ")
+                ),
+            },
+        }
+    }
+    let every = scenarios.is_empty();
+    if every {
+        scenarios = ALL.to_vec();
+    }
+    let write_docs = docs.unwrap_or(every && !quick);
+    let sizes = if quick { &QUICK } else { &FULL };
+    let command = if args.is_empty() {
+        "cargo xtask bench".to_owned()
+    } else {
+        format!("cargo xtask bench {}", args.join(" "))
+    };
+
+    let root = std::env::current_dir().context("cwd")?;
+    let bin_dir = target_dir(&root).join("release");
+    let out = target_dir(&root)
+        .join("bench")
+        .join(if quick { "quick" } else { "full" });
+    if report_only {
+        // Re-publish the last run's summaries (e.g. after changing the report).
+        let saved = std::fs::read_to_string(out.join("meta.txt"))
+            .with_context(|| format!("no previous run in {}", out.display()))?;
+        let (meta, failures): (Vec<String>, Vec<String>) = (
+            saved
+                .lines()
+                .filter_map(|l| l.strip_prefix("meta:").map(str::to_owned))
+                .collect(),
+            saved
+                .lines()
+                .filter_map(|l| l.strip_prefix("failure:").map(str::to_owned))
+                .collect(),
+        );
+        let write_docs = docs.unwrap_or(!quick);
+        return publish(
+            &root,
+            &bin_dir.join("decnet-loadgen"),
+            &out,
+            &meta,
+            &failures,
+            write_docs,
+        );
+    }
+
+    let report = super::ensure_services();
+    report.print();
+    if !super::reachable("127.0.0.1:5432") {
+        bail!("PostgreSQL is not answering on 127.0.0.1:5432");
+    }
+    if build {
+        super::step(
+            "build (release)",
+            super::cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "decnet-events",
+                "-p",
+                "decnet-loadgen",
+            ]),
+        )?;
+    }
+    if every && out.exists() {
+        // A run of every scenario starts from nothing; a subset replaces only
+        // its own results, so `cargo xtask bench ceiling` re-measures one
+        // scenario and the section shows it beside the earlier ones.
+        std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    for scenario in &scenarios {
+        remove_results(&out, scenario)?;
+    }
+    let ctx = Ctx {
+        events_bin: bin_dir.join("decnet-events"),
+        loadgen_bin: bin_dir.join("decnet-loadgen"),
+        out: out.clone(),
+        database_url: format!("postgres://postgres@127.0.0.1:5432/{BENCH_DB}"),
+        nats: Nats::start(&out)?,
+    };
+    eprintln!(
+        "\n==> bench: NATS at {} ({})",
+        ctx.nats.url,
+        ctx.nats.kind()
+    );
+
+    ctx.seed(sizes.attackers.max(ATTACKERS))?;
+
+    let mut failures = Vec::new();
+    for scenario in &scenarios {
+        eprintln!("\n==> bench: scenario {scenario}");
+        let begun = Instant::now();
+        let load_before = load_average();
+        let res = match *scenario {
+            "idle" => ctx.idle(sizes),
+            "fanout" => ctx.fanout(sizes, "fanout", "shared"),
+            "ceiling" => ctx.ceiling(sizes),
+            "open-rate" => ctx.open_rate(sizes),
+            "ablation" => ctx.fanout(sizes, "ablation", "per-connection"),
+            _ => Ok(()),
+        };
+        let load_after = load_average();
+        let run = format!(
+            "{scenario}: {} UTC, `{command}`, {:.0} s, load average (1/5/15 min) {load_before} before, {load_after} after",
+            date_utc(),
+            begun.elapsed().as_secs_f64(),
+        );
+        match res {
+            Ok(()) => eprintln!("==> bench: {run}"),
+            Err(error) => {
+                eprintln!("==> bench: scenario {scenario} FAILED: {error:#}");
+                failures.push(format!("{scenario}: {error:#}"));
+            }
+        }
+        record_run(&out, scenario, &run)?;
+    }
+
+    let mut meta = vec![format!(
+        "Machine=2-core shared VM ({}), load generator, NATS ({}) and PostgreSQL on the same machine; other engineers may have been compiling (see the load averages)",
+        cpu_model(),
+        ctx.nats.kind()
+    )];
+    let runs = std::fs::read_to_string(out.join("runs.txt")).unwrap_or_default();
+    for line in runs.lines() {
+        meta.push(format!("Run={line}"));
+    }
+    let mut saved = String::new();
+    for m in &meta {
+        let _ = writeln!(saved, "meta:{m}");
+    }
+    for f in &failures {
+        let _ = writeln!(saved, "failure:{f}");
+    }
+    std::fs::write(out.join("meta.txt"), saved).context("writing meta.txt")?;
+    publish(&root, &ctx.loadgen_bin, &out, &meta, &failures, write_docs)?;
+    if !failures.is_empty() {
+        bail!(
+            "{} scenario(s) failed: {}",
+            failures.len(),
+            failures.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// Render the section (and chart) from the summaries in `out`; print it,
+/// save it as `out/section.md`, and splice it into docs/BENCHMARKS.md when
+/// `write_docs`.
+fn publish(
+    root: &Path,
+    loadgen_bin: &Path,
+    out: &Path,
+    meta: &[String],
+    failures: &[String],
+    write_docs: bool,
+) -> Result<()> {
+    let svg = if write_docs {
+        root.join("docs").join("bench-latency.svg")
+    } else {
+        out.join("bench-latency.svg")
+    };
+    let mut report = Command::new(loadgen_bin);
+    report
+        .args(["report", "--dir"])
+        .arg(out)
+        .arg("--svg")
+        .arg(&svg)
+        .args(["--svg-link", "bench-latency.svg"]);
+    for m in meta {
+        report.args(["--meta", m]);
+    }
+    let output = report.output().context("running decnet-loadgen report")?;
+    if !output.status.success() {
+        bail!(
+            "decnet-loadgen report failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let generated = String::from_utf8_lossy(&output.stdout).into_owned();
+    let section = section_text(&generated, failures);
+    std::fs::write(out.join("section.md"), &section).context("writing section.md")?;
+    println!("{section}");
+    if write_docs {
+        let path = root.join("docs").join("BENCHMARKS.md");
+        let existing = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(&path, splice(&existing, &section))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("==> bench: wrote {} and {}", path.display(), svg.display());
+    } else {
+        eprintln!(
+            "==> bench: docs untouched; section in {}",
+            out.join("section.md").display()
+        );
+    }
+    Ok(())
+}
+
+/// Delete the results of `scenario` from an earlier run.
+fn remove_results(out: &Path, scenario: &str) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = match scenario {
+            "idle" => name.starts_with("idle-"),
+            _ => name.starts_with(&format!("{scenario}.")),
+        };
+        if ours && name.ends_with(".json") {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("removing {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Keep one line per scenario in `out/runs.txt`: when and how it last ran.
+fn record_run(out: &Path, scenario: &str, line: &str) -> Result<()> {
+    let path = out.join("runs.txt");
+    let existing = std::fs::read_to_string(&path).unwrap_or_default();
+    let prefix = format!("{scenario}: ");
+    let mut lines: Vec<String> = existing
+        .lines()
+        .filter(|l| !l.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect();
+    lines.push(line.to_owned());
+    lines.sort_by_key(|l| {
+        ALL.iter()
+            .position(|s| l.starts_with(&format!("{s}: ")))
+            .unwrap_or(ALL.len())
+    });
+    std::fs::write(&path, lines.join("\n") + "\n").context("writing runs.txt")
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// The fixed text of the section around the generated figures.
+fn section_text(generated: &str, failures: &[String]) -> String {
+    let mut s = String::new();
+    s.push_str(BEGIN_MARK);
+    s.push_str("\n## decnet-events: service benchmarks (fan-out, idle streams, open rate)\n\n");
+    s.push_str(
+        "A release `decnet-events` on PostgreSQL and NATS, driven by `decnet-loadgen` (bins/decnet-loadgen) on the same machine.\n\
+The load generator opens real streams (`POST /api/v1/auth/sse-ticket` with a Bearer JWT, then `GET /api/v1/attackers/{uuid}/events?ticket=..` on the same keep-alive connection), spread round-robin over 1 000 seeded attackers, from 8 loopback source addresses.\n\
+It publishes `attacker.observation.bench.latency` events on the bus, round-robin over the attackers, each carrying `payload.sent_at_ns`; latency is from just before the publish to the frame parsed out of the SSE body.\n\
+Expected frames are, for each event, the streams open on its attacker; anything short of that is loss.\n\
+Server RSS and CPU time (utime + stime) come from `/proc/<pid>/{status,stat}`.\n\
+Server settings: `DECNET_SSE_MAX_PER_USER=1000000`, `DECNET_SSE_KEEPALIVE_SECS=15`, `DECNET_SSE_QUEUE_MAX` default (256), `RUST_LOG=warn`.\n\n",
+    );
+    s.push_str(
+        "Scenarios (full mode; `--quick` shrinks every size and duration): idle = streams open and quiet, server RSS per stream = (RSS idle - RSS before) / streams;\n\
+fan-out = 10 000 streams, 2 000 events/s for 30 s;\n\
+ceiling = the same streams, rate raised step by step (10 s each) until p99 > 100 ms or any loss, reporting the highest clean step;\n\
+open rate = 500 ticket + stream opens per second for 20 s (streams stay open), latency from each open's scheduled start;\n\
+ablation = the fan-out scenario against a server started with `DECNET_SSE_HUB_MODE=per-connection` (every stream subscribes to the bus itself, as DECNET's Python service does), publishing for 10 s only (the publisher gives up at twice the planned time plus 5 s when the bus pushes back).\n\
+Above 10 000 streams (idle only) the streams are spread over several load-generator processes (20 000 open files per process) that wait for each other through the server's `decnet_sse_streams_active` gauge; their summaries are merged.\n\n",
+    );
+    s.push_str(
+        "Reproduce: `cargo xtask bench` (about 5 minutes after the release build; it rewrites this section and docs/bench-latency.svg).\n\
+`cargo xtask bench --quick` is a 1-2 minute smoke run that leaves the docs alone; `cargo xtask bench fanout ceiling` re-measures named scenarios (add `--docs` to update this section with them, the other rows keep their last run); `cargo xtask bench --report-only` re-renders from the saved summaries.\n\
+Raw summaries (JSON), server logs and this text land in `target/bench/<full|quick>/`; `decnet-loadgen run --help` lists the knobs (memory attribution: `--open-until connect|ticket|stream`, `--separate-ticket-conn`).\n\n",
+    );
+    s.push_str(generated.trim_end());
+    s.push('\n');
+    if !failures.is_empty() {
+        s.push_str("\nScenarios that failed to run:\n\n");
+        for failure in failures {
+            let _ = writeln!(s, "- {failure}");
+        }
+    }
+    s.push_str(END_MARK);
+    s.push('\n');
+    s
+}
+
+/// Replace the marked section of `existing`, or append it.
+fn splice(existing: &str, section: &str) -> String {
+    if let (Some(begin), Some(end)) = (existing.find(BEGIN_MARK), existing.find(END_MARK))
+        && begin < end
+    {
+        let after = &existing[end + END_MARK.len()..];
+        let after = after.strip_prefix('\n').unwrap_or(after);
+        return format!("{}{section}{after}", &existing[..begin]);
+    }
+    let mut out = existing.trim_end().to_owned();
+    out.push_str("\n\n");
+    out.push_str(section);
+    out
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}
+
+fn date_utc() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown date".to_owned())
+}
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr().context("local addr")?.port())
+}
+
+/// `bash -c 'ulimit -Sn $(ulimit -Hn); exec "$0" "$@"' program args..`
+fn with_fd_limit(program: &Path) -> Command {
+    let mut c = Command::new("bash");
+    c.arg("-c")
+        .arg("ulimit -Sn \"$(ulimit -Hn)\" && exec \"$0\" \"$@\"")
+        .arg(program);
+    c
+}
+
+/// Wait for `child` at most `budget`; kill it past that.
+fn wait_bounded(child: &mut Child, budget: Duration, what: &str) -> Result<()> {
+    let deadline = Instant::now() + budget;
+    loop {
+        if let Some(status) = child.try_wait().context("waiting")? {
+            if status.success() {
+                return Ok(());
+            }
+            bail!("{what} exited with {status}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{what} ran past its {budget:?} budget and was killed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Send SIGTERM to `pid` (a process this xtask started).
+fn terminate(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// The NATS the benchmark uses.
+struct Nats {
+    url: String,
+    /// A private server this xtask started (stopped on drop).
+    child: Option<Child>,
+}
+
+impl Nats {
+    fn start(out: &Path) -> Result<Nats> {
+        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file());
+        let Some(binary) = binary else {
+            return Ok(Nats {
+                url: SHARED_NATS_URL.to_owned(),
+                child: None,
+            });
+        };
+        let port = free_port()?;
+        let log = File::create(out.join("nats.log")).context("nats.log")?;
+        let child = Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting a private nats-server")?;
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !super::reachable(&addr) {
+            if Instant::now() > deadline {
+                bail!("private nats-server did not answer on {addr}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Nats {
+            url: format!("nats://{addr}"),
+            child: Some(child),
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        if self.child.is_some() {
+            "private nats-server"
+        } else {
+            "shared NATS"
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            terminate(child.id());
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A running `decnet-events serve` (stopped with SIGTERM on drop).
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        terminate(self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_ok(port: u16, path: &str) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+}
+
+struct Ctx {
+    events_bin: PathBuf,
+    loadgen_bin: PathBuf,
+    out: PathBuf,
+    database_url: String,
+    nats: Nats,
+}
+
+impl Ctx {
+    fn seed(&self, attackers: usize) -> Result<()> {
+        super::step(
+            "bench database: recreate, migrate, seed",
+            Command::new(&self.loadgen_bin)
+                .args(["seed", "--recreate-via", ADMIN_DB_URL, "--database-url"])
+                .arg(&self.database_url)
+                .args(["--attackers", &attackers.to_string()])
+                .args(["--users", &USERS.to_string()]),
+        )?;
+        super::step(
+            "decnet-events migrate",
+            Command::new(&self.events_bin)
+                .arg("migrate")
+                .env("DECNET_DATABASE_URL", &self.database_url),
+        )
+    }
+
+    fn start_server(&self, name: &str, hub_mode: &str) -> Result<Server> {
+        let port = free_port()?;
+        let log =
+            File::create(self.out.join(format!("server-{name}.log"))).context("server log file")?;
+        let log_err = log.try_clone().context("server log file")?;
+        let child = with_fd_limit(&self.events_bin)
+            .arg("serve")
+            .env("DECNET_BIND", format!("127.0.0.1:{port}"))
+            .env("DECNET_JWT_SECRET", JWT_SECRET)
+            .env("DECNET_DB_TYPE", "postgres")
+            .env("DECNET_DATABASE_URL", &self.database_url)
+            .env("DECNET_BUS_TYPE", "nats")
+            .env("DECNET_NATS_URL", &self.nats.url)
+            .env("DECNET_SSE_MAX_PER_USER", "1000000")
+            .env("DECNET_SSE_KEEPALIVE_SECS", "15")
+            .env("DECNET_SSE_HUB_MODE", hub_mode)
+            .env("DECNET_DEMO", "false")
+            .env("RUST_LOG", "warn")
+            .env_remove("DECNET_SSE_QUEUE_MAX")
+            .env_remove("DECNET_SSE_MAX_TOTAL")
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .context("starting decnet-events")?;
+        let mut server = Server { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !http_ok(port, "/readyz") {
+            if let Some(status) = server.child.try_wait().context("server")? {
+                bail!(
+                    "decnet-events exited with {status}; see {}",
+                    self.out.join(format!("server-{name}.log")).display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("decnet-events not ready within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        eprintln!(
+            "==> bench: decnet-events ({hub_mode}) pid {} on {}",
+            server.pid(),
+            server.url()
+        );
+        Ok(server)
+    }
+
+    /// A load generator process writing its summary to `<out>/<file>.json`.
+    fn spawn_loadgen(&self, server: &Server, file: &str, args: &[String]) -> Result<Child> {
+        let summary = File::create(self.out.join(format!("{file}.json")))
+            .with_context(|| format!("creating {file}.json"))?;
+        with_fd_limit(&self.loadgen_bin)
+            .arg("run")
+            .args(["--url", &server.url()])
+            .args(["--server-pid", &server.pid().to_string()])
+            .args(["--nats-url", &self.nats.url])
+            .args(["--users", &USERS.to_string()])
+            .args(["--label", file])
+            .args(args)
+            .env("DECNET_JWT_SECRET", JWT_SECRET)
+            .stdout(summary)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting decnet-loadgen")
+    }
+
+    /// Run `streams` spread over as many processes as needed; the summary
+    /// (merged when several) ends up in `<out>/<name>.json`.
+    fn load(
+        &self,
+        server: &Server,
+        name: &str,
+        streams: usize,
+        args: &[String],
+        budget: Duration,
+    ) -> Result<()> {
+        let processes = streams.div_ceil(STREAMS_PER_LOADGEN).max(1);
+        if processes > 1 && args.iter().any(|a| a == "--rates") {
+            // Every process would publish the full event stream: streams would
+            // get each event once per process and the loss maths break.
+            bail!("{streams} streams need {processes} load generators; publishing runs take one");
+        }
+        if processes == 1 {
+            let mut all = vec!["--streams".to_owned(), streams.to_string()];
+            all.extend_from_slice(args);
+            let mut child = self.spawn_loadgen(server, name, &all)?;
+            return wait_bounded(&mut child, budget, "decnet-loadgen");
+        }
+        let mut children = Vec::new();
+        let mut parts = Vec::new();
+        let mut offset = 0;
+        for p in 0..processes {
+            let n = (streams - offset).div_ceil(processes - p);
+            let part = format!("{name}.part{p}");
+            let mut all = vec![
+                "--streams".to_owned(),
+                n.to_string(),
+                "--stream-offset".to_owned(),
+                offset.to_string(),
+                "--wait-active".to_owned(),
+                streams.to_string(),
+            ];
+            all.extend_from_slice(args);
+            children.push(self.spawn_loadgen(server, &part, &all)?);
+            parts.push(self.out.join(format!("{part}.json")));
+            offset += n;
+        }
+        for child in &mut children {
+            wait_bounded(child, budget, "decnet-loadgen")?;
+        }
+        let merged = File::create(self.out.join(format!("{name}.json")))
+            .with_context(|| format!("creating {name}.json"))?;
+        let status = Command::new(&self.loadgen_bin)
+            .arg("merge")
+            .args(&parts)
+            .stdout(merged)
+            .status()
+            .context("decnet-loadgen merge")?;
+        if !status.success() {
+            bail!("decnet-loadgen merge failed ({status})");
+        }
+        Ok(())
+    }
+
+    fn idle(&self, sizes: &Sizes) -> Result<()> {
+        for &streams in sizes.idle {
+            let server = self.start_server(&format!("idle-{streams}"), "shared")?;
+            let args = strings(&[
+                "--attackers",
+                &sizes.attackers.to_string(),
+                "--connect-concurrency",
+                "128",
+                "--hold-secs",
+                "10",
+            ]);
+            self.load(
+                &server,
+                &format!("idle-{streams}"),
+                streams,
+                &args,
+                Duration::from_secs(300),
+            )?;
+            drop(server);
+        }
+        Ok(())
+    }
+
+    fn fanout(&self, sizes: &Sizes, name: &str, hub_mode: &str) -> Result<()> {
+        let server = self.start_server(name, hub_mode)?;
+        let secs = if hub_mode == "shared" {
+            sizes.fanout_secs
+        } else {
+            sizes.ablation_secs
+        };
+        let drain = if hub_mode == "shared" { "5" } else { "15" };
+        let args = strings(&[
+            "--attackers",
+            &sizes.attackers.to_string(),
+            "--connect-concurrency",
+            "128",
+            "--hold-secs",
+            "2",
+            "--rates",
+            &sizes.fanout_rate.to_string(),
+            "--step-secs",
+            &secs.to_string(),
+            "--drain-secs",
+            drain,
+            "--p99-limit-ms",
+            "50",
+        ]);
+        self.load(
+            &server,
+            name,
+            sizes.fanout_streams,
+            &args,
+            Duration::from_secs(u64::from(secs) + 240),
+        )
+    }
+
+    fn ceiling(&self, sizes: &Sizes) -> Result<()> {
+        let server = self.start_server("ceiling", "shared")?;
+        let rates = sizes
+            .ceiling_rates
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let args = strings(&[
+            "--attackers",
+            &sizes.attackers.to_string(),
+            "--connect-concurrency",
+            "128",
+            "--hold-secs",
+            "2",
+            "--rates",
+            &rates,
+            "--step-secs",
+            &sizes.ceiling_secs.to_string(),
+            "--drain-secs",
+            "5",
+            "--pause-secs",
+            "2",
+            "--p99-limit-ms",
+            "100",
+            "--stop-on-dirty",
+        ]);
+        let steps = sizes.ceiling_rates.len() as u64;
+        let budget = 180 + steps * (u64::from(sizes.ceiling_secs) + 10);
+        self.load(
+            &server,
+            "ceiling",
+            sizes.fanout_streams,
+            &args,
+            Duration::from_secs(budget),
+        )
+    }
+
+    fn open_rate(&self, sizes: &Sizes) -> Result<()> {
+        let server = self.start_server("open-rate", "shared")?;
+        let streams = (sizes.open_rate * sizes.open_secs) as usize;
+        let args = strings(&[
+            "--attackers",
+            &sizes.attackers.to_string(),
+            "--open-rate",
+            &sizes.open_rate.to_string(),
+            // High enough never to be the bottleneck at the target rate.
+            "--connect-concurrency",
+            "2000",
+        ]);
+        self.load(
+            &server,
+            "open-rate",
+            streams,
+            &args,
+            Duration::from_secs(u64::from(sizes.open_secs) + 120),
+        )
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splice_replaces_or_appends() {
+        let section = format!("{BEGIN_MARK}\nnew\n{END_MARK}\n");
+        let fresh = splice("# Benchmarks\n\n## other\ntext\n", &section);
+        assert_eq!(
+            fresh,
+            format!("# Benchmarks\n\n## other\ntext\n\n{section}")
+        );
+        let old = format!("# B\n\n{BEGIN_MARK}\nold\n{END_MARK}\n\n## after\n");
+        assert_eq!(
+            splice(&old, &section),
+            format!("# B\n\n{section}\n## after\n")
+        );
+    }
+}
