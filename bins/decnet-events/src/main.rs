@@ -263,6 +263,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     };
     let _telemetry = telemetry::init();
     tracing::info!(?config, "starting");
+    raise_open_files_limit();
 
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
@@ -354,6 +355,14 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     bus.close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every stream is a socket: lift the soft open-files limit to the hard one.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open files limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
+    }
 }
 
 fn print_demo_banner(addr: std::net::SocketAddr, token: &str) {

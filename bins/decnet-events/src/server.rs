@@ -22,8 +22,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::Instrument;
@@ -35,6 +34,8 @@ pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Largest request body accepted (the API takes none worth more).
 const MAX_BODY_BYTES: u64 = 64 * 1024;
+/// Largest request head (request line and headers) accepted.
+const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// Header read timeout (slowloris protection).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// `Retry-After` sent with every 503.
@@ -629,12 +630,16 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> anyhow::Result<()> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: browsers speak SSE over HTTP/2 only with TLS, which a
+    // reverse proxy terminates; plain h2c would cost every connection the
+    // protocol-detection wrapper for no client.
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(64 * 1024);
+        // hyper's read buffer grows up to this and stays with the connection:
+        // 8 KiB keeps an idle stream small (request heads beyond it get 431).
+        .max_buf_size(MAX_HEAD_BYTES);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -651,11 +656,14 @@ pub(crate) async fn run(
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
                 let service = hyper::service::service_fn(move |request| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(state, request, peer).await) }
+                    // Boxed: hyper keeps a slot for the service future inline in
+                    // every connection for its whole life, streams included; a
+                    // box makes that slot one pointer.
+                    let response = Box::pin(handle(state.clone(), request, peer));
+                    async move { Ok::<_, Infallible>(response.await) }
                 });
                 let connection = builder.serve_connection(TokioIo::new(stream), service);
-                let connection = graceful.watch(connection.into_owned());
+                let connection = graceful.watch(connection);
                 tokio::spawn(async move {
                     if let Err(error) = connection.await {
                         tracing::debug!(%error, "connection ended with an error");
