@@ -87,6 +87,12 @@ fn test(extra: &[String]) -> Result<()> {
         ]),
     )?;
 
+    // Backends are optional features: the crates must also build without them.
+    step(
+        "check without default features",
+        cargo().args(["check", "--workspace", "--no-default-features", "--quiet"]),
+    )?;
+
     let report = ensure_services();
     report.print();
     let missing = report.missing();

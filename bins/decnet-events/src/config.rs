@@ -140,6 +140,10 @@ impl std::fmt::Debug for Config {
             .field("db", &self.db)
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
             .field("ticket_store", &self.ticket_store)
+            .field(
+                "redis_url",
+                &(!self.redis_url.is_empty()).then_some("<set>"),
+            )
             .field("max_per_user", &self.max_per_user)
             .field("max_total", &self.max_total)
             .field("keepalive", &self.keepalive)
@@ -279,7 +283,14 @@ impl Config {
             .as_deref()
         {
             None | Some("memory") => TicketStoreKind::Memory,
-            Some("redis") => TicketStoreKind::Redis,
+            Some("redis") if cfg!(feature = "redis") => TicketStoreKind::Redis,
+            Some("redis") => {
+                r.fail(
+                    ENV_TICKET_STORE,
+                    "redis needs a build with the `redis` feature",
+                );
+                TicketStoreKind::Memory
+            }
             Some(other) => {
                 r.fail(
                     ENV_TICKET_STORE,

@@ -288,9 +288,14 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
         .context("connecting to the bus")?;
     let tickets = match config.ticket_store {
         TicketStoreKind::Memory => TicketStore::memory(),
+        #[cfg(feature = "redis")]
         TicketStoreKind::Redis => TicketStore::redis(&config.redis_url, "decnet:")
             .await
             .context("connecting the Redis ticket store")?,
+        #[cfg(not(feature = "redis"))]
+        TicketStoreKind::Redis => {
+            bail!("DECNET_TICKET_STORE=redis needs a build with the `redis` feature")
+        }
     };
     let verifier = Arc::new(TokenVerifier::new(
         VerifierConfig {
