@@ -20,16 +20,18 @@ async fn invalid_url_is_a_connect_error() {
 }
 
 mod svc_nats {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     use std::time::Duration;
 
     use decnet_bus::{Bus, BusConfig, BusKind, ConnectionState, NatsBus, NatsConfig};
-    use futures::{FutureExt, StreamExt};
+    use futures::FutureExt;
     use serde_json::Map;
     use test_support::Service;
     use test_support::servers::NatsServer;
 
-    use crate::conformance::{Harness, next_event, prefix};
+    use crate::conformance::{
+        Harness, next_event, prefix, publish_until_received, record_states, wait_state,
+    };
 
     fn harness(url: String) -> Harness {
         Harness::new("nats", false, move |options| {
@@ -60,45 +62,6 @@ mod svc_nats {
             Ok(bus) => bus,
             Err(err) => panic!("connect: {err}"),
         }
-    }
-
-    async fn wait_state(bus: &Bus, want: ConnectionState, within: Duration) {
-        let mut state = bus.watch_state();
-        let res = tokio::time::timeout(within, state.wait_for(|s| *s == want)).await;
-        assert!(matches!(res, Ok(Ok(_))), "state never became {want}");
-    }
-
-    /// Record every state the watch shows.
-    fn record_states(bus: &Bus) -> Arc<Mutex<Vec<ConnectionState>>> {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let mut state = bus.watch_state();
-        let record = seen.clone();
-        tokio::spawn(async move {
-            while state.changed().await.is_ok() {
-                let now = *state.borrow_and_update();
-                record.lock().unwrap_or_else(|e| e.into_inner()).push(now);
-            }
-        });
-        seen
-    }
-
-    /// Publish until one event arrives on `subscription`, bounded.
-    async fn publish_until_received(
-        bus: &Bus,
-        topic: &str,
-        subscription: &mut decnet_bus::Subscription,
-        within: Duration,
-    ) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
-        while tokio::time::Instant::now() < deadline {
-            let _ = bus.publish(topic, "probe", Map::new()).await;
-            if let Ok(Some(_)) =
-                tokio::time::timeout(Duration::from_millis(250), subscription.next()).await
-            {
-                return true;
-            }
-        }
-        false
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,7 @@
     reason = "each test binary uses the suite through the macro"
 )]
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -554,4 +555,45 @@ pub(crate) async fn counters_and_state(harness: &Harness) {
     assert_eq!(counters.publish_failures, 0);
     assert_eq!(counters.decode_failures, 0);
     assert_eq!(counters.dropped, 0);
+}
+
+// === helpers for the restart tests of the real brokers ===
+
+pub(crate) async fn wait_state(bus: &Bus, want: ConnectionState, within: Duration) {
+    let mut state = bus.watch_state();
+    let res = tokio::time::timeout(within, state.wait_for(|s| *s == want)).await;
+    assert!(matches!(res, Ok(Ok(_))), "state never became {want}");
+}
+
+/// Record every state the watch shows.
+pub(crate) fn record_states(bus: &Bus) -> Arc<Mutex<Vec<ConnectionState>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut state = bus.watch_state();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while state.changed().await.is_ok() {
+            let now = *state.borrow_and_update();
+            record.lock().unwrap_or_else(|e| e.into_inner()).push(now);
+        }
+    });
+    seen
+}
+
+/// Publish until one event arrives on `subscription`, bounded.
+pub(crate) async fn publish_until_received(
+    bus: &Bus,
+    topic: &str,
+    subscription: &mut Subscription,
+    within: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        let _ = bus.publish(topic, "probe", Map::new()).await;
+        if let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(250), subscription.next()).await
+        {
+            return true;
+        }
+    }
+    false
 }
