@@ -255,16 +255,19 @@ async fn authenticate_bearer(state: &AppState, token: &str) -> Result<Identity, 
     Ok(identity)
 }
 
+/// Whether `origin` is one of `DECNET_CORS_ORIGINS` (or they allow any).
+fn origin_allowed(state: &AppState, origin: &str) -> bool {
+    state
+        .cors_origins
+        .iter()
+        .any(|allowed| allowed == "*" || allowed == origin)
+}
+
 fn cors_headers(state: &AppState, request_headers: &HeaderMap, response: &mut Response<Body>) {
     let Some(origin) = request_headers.get(header::ORIGIN) else {
         return;
     };
-    let allowed = origin.to_str().is_ok_and(|o| {
-        state
-            .cors_origins
-            .iter()
-            .any(|allowed| allowed == "*" || allowed == o)
-    });
+    let allowed = origin.to_str().is_ok_and(|o| origin_allowed(state, o));
     let headers = response.headers_mut();
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
     if allowed {
@@ -284,7 +287,7 @@ fn preflight(state: &AppState, headers: &HeaderMap, route: Route<'_>) -> Respons
     let origin_ok = headers
         .get(header::ORIGIN)
         .and_then(|o| o.to_str().ok())
-        .is_some_and(|o| state.cors_origins.iter().any(|a| a == "*" || a == o));
+        .is_some_and(|o| origin_allowed(state, o));
     let method_ok = headers
         .get(header::ACCESS_CONTROL_REQUEST_METHOD)
         .and_then(|m| m.to_str().ok())
