@@ -1,28 +1,25 @@
-//! Runs the shared encoder vectors (`shared/testdata/sse_frames.json`) against the public API,
-//! and decodes every expected frame back.
+//! Runs the encoder vectors (`testdata/sse_frames.json` at the workspace root) against the
+//! public API, and decodes every expected frame back.
 
 use std::path::{Path, PathBuf};
 
 use decnet_sse::{Decoded, Event, Frame, comment, decode, encode_event_json, retry};
 use serde_json::Value;
 
-const VECTORS: &str = "shared/testdata/sse_frames.json";
+/// The vectors, in the workspace's own `testdata/` (see testdata/README.md).
+const VECTORS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../testdata/sse_frames.json"
+);
 
-/// Finds the vectors beside the checkout: `$CARGO_MANIFEST_DIR/../../../shared/...` first
-/// (the repo is `<root>/main`, shared is `<root>/shared`), then any other ancestor's `shared/`.
-/// Fails, naming every path tried, rather than skipping.
 fn vectors_path() -> PathBuf {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let tried: Vec<PathBuf> = manifest_dir
-        .ancestors()
-        .skip(3)
-        .chain(manifest_dir.ancestors().take(3))
-        .map(|dir| dir.join(VECTORS))
-        .collect();
-    match tried.iter().find(|path| path.is_file()) {
-        Some(path) => path.clone(),
-        None => panic!("SSE test vectors not found; tried {tried:#?}"),
-    }
+    let path = Path::new(VECTORS).to_path_buf();
+    assert!(
+        path.is_file(),
+        "SSE test vectors missing at {}",
+        path.display()
+    );
+    path
 }
 
 fn str_field<'v>(case: &'v Value, key: &str) -> Option<&'v str> {

@@ -1,5 +1,5 @@
-//! The shared test vectors in `../shared/testdata`, read at test time so new
-//! cases count automatically.
+//! The test vectors in the workspace's `testdata/` (see testdata/README.md),
+//! read at test time so new cases count automatically.
 
 use std::path::PathBuf;
 
@@ -7,7 +7,7 @@ use decnet_topics::{matches, sse_event_name, validate_pattern, validate_topic};
 
 fn load(name: &str) -> serde_json::Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/testdata")
+        .join("../../testdata")
         .join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read test vectors {}: {e}", path.display()));

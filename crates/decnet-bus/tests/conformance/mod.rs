@@ -171,7 +171,7 @@ async fn publish(bus: &Bus, topic: &str, event_type: &str, body: Value) {
 fn load_vectors() -> Vec<(String, String, bool)> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/testdata/wildcard_matches.json"
+        "/../../testdata/wildcard_matches.json"
     );
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|err| panic!("test vectors missing at {path}: {err}"));
