@@ -349,7 +349,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
         print_demo_banner(local, &token);
         Some(tokio::spawn(demo::generate(bus.clone(), repo.clone())))
     } else {
-        tracing::info!(addr = %local, bus = bus.kind(), "listening");
+        tracing::info!(addr = %local, bus = %bus.kind(), "listening");
         None
     };
 

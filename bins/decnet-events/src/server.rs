@@ -416,13 +416,13 @@ pub(crate) async fn handle(
 
 async fn readyz(state: &AppState) -> Response<Body> {
     let bus_state = state.bus.state();
-    let bus_ok = state.bus.kind() == "null" || bus_state == ConnectionState::Connected;
+    let bus_ok = state.bus.kind().is_null() || bus_state == ConnectionState::Connected;
     let repo_ok = tokio::time::timeout(Duration::from_secs(2), state.repo.ping())
         .await
         .is_ok_and(|r| r.is_ok());
     let body = json!({
         "status": if bus_ok && repo_ok { "ready" } else { "not ready" },
-        "bus": { "kind": state.bus.kind(), "state": bus_state.as_str() },
+        "bus": { "kind": state.bus.kind().as_str(), "state": bus_state.as_str() },
         "repository": if repo_ok { "ok" } else { "unavailable" },
         "hub": if state.hub.is_subscribed() { "subscribed" } else { "not subscribed" },
     });

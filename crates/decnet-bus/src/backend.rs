@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use tokio::sync::watch;
 
+use crate::config::BusKind;
 use crate::error::{PublishError, SubscribeError};
 
 /// Whether a backend can currently reach its broker.
@@ -60,21 +61,25 @@ impl fmt::Display for ConnectionState {
 ///   Dropping the [`RawSubscription`] must unsubscribe; if that needs async
 ///   I/O, spawn it from `Drop`.
 /// - `state` reports connectivity; `close` ends every open raw subscription.
+/// - The [`crate::Bus`] handle owns close semantics and every call's time
+///   bound: it refuses `publish` and `subscribe` after close (so a backend
+///   need not track that), calls `close` once, and bounds `publish`,
+///   `subscribe` and `close` by [`crate::BusOptions`]. A backend only bounds
+///   its own protocol steps (connect, keep-alive round trips).
 pub trait Backend: Send + Sync + 'static {
     /// Send `body` on `topic`.
     ///
     /// # Errors
     ///
     /// [`PublishError::Transport`] when the transport fails (the bus logs and
-    /// counts it); [`PublishError::Closed`] after [`Backend::close`].
+    /// counts it).
     fn publish(&self, topic: &str, body: Bytes) -> BoxFuture<'_, Result<(), PublishError>>;
 
     /// Start receiving messages whose topic matches `pattern`.
     ///
     /// # Errors
     ///
-    /// [`SubscribeError::Transport`] when the transport refuses;
-    /// [`SubscribeError::Closed`] after [`Backend::close`].
+    /// [`SubscribeError::Transport`] when the transport refuses.
     fn subscribe(&self, pattern: &str) -> BoxFuture<'_, Result<RawSubscription, SubscribeError>>;
 
     /// A watch of the connection state.
@@ -83,9 +88,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Close the transport; open raw subscriptions end.
     fn close(&self) -> BoxFuture<'_, ()>;
 
-    /// A short name: `"memory"`, `"null"`, `"nats"`, `"redis"`, or the
-    /// embedder's own.
-    fn kind(&self) -> &'static str;
+    /// Which backend this is: a built-in [`BusKind`], or
+    /// [`BusKind::Custom`] with the embedder's own name.
+    fn kind(&self) -> BusKind;
 
     /// Messages this backend dropped on its own (e.g. a full subscriber
     /// queue). Defaults to 0.

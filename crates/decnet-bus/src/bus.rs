@@ -22,12 +22,13 @@ use crate::null::NullBus;
 
 /// Default bound on one publish, whatever the backend.
 pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default bound on opening one subscription.
+pub const DEFAULT_SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on closing the backend.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Messages a subscription may skip in one poll before yielding.
 const SKIP_BUDGET: u32 = 128;
-
-/// Bound on opening one subscription and on closing the backend.
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings the [`Bus`] handle applies on top of any backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,9 +37,13 @@ pub struct BusOptions {
     /// (larger received bodies are dropped and counted). Default 1 MiB.
     pub max_message_bytes: usize,
     /// Bound on one publish; past it the publish fails with
-    /// [`PublishError::Transport`]. Default 5 s (the built-in backends give
-    /// up sooner on their own).
+    /// [`PublishError::Transport`]. Default 5 s.
     pub publish_timeout: Duration,
+    /// Bound on opening one subscription; past it the subscribe fails with
+    /// [`SubscribeError::Transport`]. Default 10 s.
+    pub subscribe_timeout: Duration,
+    /// Bound on [`Bus::close`] waiting for the backend to close. Default 3 s.
+    pub close_timeout: Duration,
 }
 
 impl Default for BusOptions {
@@ -46,6 +51,8 @@ impl Default for BusOptions {
         BusOptions {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
+            subscribe_timeout: DEFAULT_SUBSCRIBE_TIMEOUT,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
         }
     }
 }
@@ -61,6 +68,9 @@ pub struct CountersSnapshot {
     pub received: u64,
     /// Received bodies dropped because they did not decode (logged).
     pub decode_failures: u64,
+    /// Received messages dropped because the transport's subject is not a
+    /// valid topic (a Redis channel with a control character, say; logged).
+    pub invalid_topics: u64,
     /// Events the backend dropped (full subscriber queues, NATS slow consumers).
     pub dropped: u64,
 }
@@ -71,6 +81,7 @@ struct Counters {
     publish_failures: AtomicU64,
     received: AtomicU64,
     decode_failures: AtomicU64,
+    invalid_topics: AtomicU64,
 }
 
 struct Inner {
@@ -141,13 +152,16 @@ impl Bus {
     /// # Errors
     ///
     /// [`ConnectError::FeatureDisabled`] when the backend was not compiled in,
-    /// [`ConnectError::InvalidUrl`] when its URL cannot be parsed.
+    /// [`ConnectError::InvalidUrl`] when its URL cannot be parsed,
+    /// [`ConnectError::CustomBackend`] for [`BusKind::Custom`] (build those
+    /// with [`Bus::from_backend`]).
     pub async fn connect(config: &BusConfig) -> Result<Bus, ConnectError> {
         let options = BusOptions {
             max_message_bytes: config.max_message_bytes,
             ..BusOptions::default()
         };
         let backend: Arc<dyn Backend> = match config.kind {
+            BusKind::Custom(name) => return Err(ConnectError::CustomBackend { name }),
             BusKind::Null => Arc::new(NullBus::new()),
             BusKind::Memory => Arc::new(MemoryBus::new(MemoryConfig {
                 queue_capacity: config.queue_capacity,
@@ -282,7 +296,7 @@ impl Bus {
                     .publish_failures
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
-                    bus = inner.backend.kind(),
+                    bus = %inner.backend.kind(),
                     topic = %topic,
                     error = %ErrorChain(&err),
                     "bus publish failed"
@@ -302,7 +316,7 @@ impl Bus {
     /// [`SubscribeError::InvalidPattern`] for an invalid pattern;
     /// [`SubscribeError::Closed`] after [`Bus::close`];
     /// [`SubscribeError::Transport`] when the backend refuses or does not
-    /// answer within 10 s.
+    /// answer within [`BusOptions::subscribe_timeout`].
     pub async fn subscribe(&self, pattern: &str) -> Result<Subscription, SubscribeError> {
         if let Err(source) = decnet_topics::validate_pattern(pattern) {
             return Err(SubscribeError::InvalidPattern {
@@ -313,13 +327,15 @@ impl Bus {
         if self.is_closed() {
             return Err(SubscribeError::Closed);
         }
-        let raw =
-            match tokio::time::timeout(OPERATION_TIMEOUT, self.inner.backend.subscribe(pattern))
-                .await
-            {
-                Ok(res) => res?,
-                Err(elapsed) => return Err(SubscribeError::transport(elapsed)),
-            };
+        let raw = match tokio::time::timeout(
+            self.inner.options.subscribe_timeout,
+            self.inner.backend.subscribe(pattern),
+        )
+        .await
+        {
+            Ok(res) => res?,
+            Err(elapsed) => return Err(SubscribeError::transport(elapsed)),
+        };
         let mut closed = self.inner.closed.subscribe();
         let closed_signal = async move {
             if closed.wait_for(|closed| *closed).await.is_err() {
@@ -362,6 +378,7 @@ impl Bus {
             publish_failures: counters.publish_failures.load(Ordering::Relaxed),
             received: counters.received.load(Ordering::Relaxed),
             decode_failures: counters.decode_failures.load(Ordering::Relaxed),
+            invalid_topics: counters.invalid_topics.load(Ordering::Relaxed),
             dropped: self.inner.backend.dropped(),
         }
     }
@@ -373,16 +390,16 @@ impl Bus {
         if was_closed {
             return;
         }
-        if tokio::time::timeout(OPERATION_TIMEOUT, self.inner.backend.close())
+        if tokio::time::timeout(self.inner.options.close_timeout, self.inner.backend.close())
             .await
             .is_err()
         {
-            tracing::warn!(bus = self.kind(), "bus backend did not close in time");
+            tracing::warn!(bus = %self.kind(), "bus backend did not close in time");
         }
     }
 
-    /// The backend's name: `"memory"`, `"null"`, `"nats"`, `"redis"`, ...
-    pub fn kind(&self) -> &'static str {
+    /// Which backend this bus runs on.
+    pub fn kind(&self) -> BusKind {
         self.inner.backend.kind()
     }
 
@@ -475,11 +492,25 @@ impl Stream for Subscription {
                     return Poll::Ready(None);
                 }
                 Poll::Ready(Some((subject, body))) => {
+                    let counters = &this.bus.counters;
+                    if let Err(err) = decnet_topics::validate_topic(&subject) {
+                        // A subject no publisher could use through a Bus: a
+                        // Redis channel with CR/LF, say. It would end up in an
+                        // SSE frame and in labels; drop it.
+                        skipped += 1;
+                        counters.invalid_topics.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            bus = %this.bus.backend.kind(),
+                            topic = ?subject,
+                            error = %err,
+                            "dropped bus message with an invalid topic"
+                        );
+                        continue;
+                    }
                     if !decnet_topics::matches(&this.pattern, &subject) {
                         skipped += 1;
                         continue; // e.g. a Redis glob over-match
                     }
-                    let counters = &this.bus.counters;
                     match Event::decode(&subject, &body, this.bus.options.max_message_bytes) {
                         Ok(event) => {
                             counters.received.fetch_add(1, Ordering::Relaxed);
@@ -489,7 +520,7 @@ impl Stream for Subscription {
                             skipped += 1;
                             counters.decode_failures.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(
-                                bus = this.bus.backend.kind(),
+                                bus = %this.bus.backend.kind(),
                                 topic = %subject,
                                 size = body.len(),
                                 error = %err,

@@ -33,17 +33,27 @@ pub enum BusKind {
     Redis,
     /// Nothing ([`crate::NullBus`]).
     Null,
+    /// An embedder's own backend, by its name (never chosen by configuration:
+    /// [`BusConfig::from_lookup`] and [`crate::Bus::connect`] do not produce it).
+    Custom(&'static str),
 }
 
 impl BusKind {
-    /// The configuration spelling: `memory`, `nats`, `redis`, `null`.
+    /// The configuration spelling: `memory`, `nats`, `redis`, `null`, or a
+    /// custom backend's name.
     pub fn as_str(self) -> &'static str {
         match self {
             BusKind::Memory => "memory",
             BusKind::Nats => "nats",
             BusKind::Redis => "redis",
             BusKind::Null => "null",
+            BusKind::Custom(name) => name,
         }
+    }
+
+    /// Whether this is the null bus: nothing to subscribe to, always "ready".
+    pub fn is_null(self) -> bool {
+        self == BusKind::Null
     }
 }
 

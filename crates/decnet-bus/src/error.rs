@@ -88,6 +88,13 @@ pub enum ConnectError {
         /// The cargo feature that enables it.
         feature: &'static str,
     },
+    /// A custom backend cannot be built from configuration: construct it and
+    /// pass it to [`crate::Bus::from_backend`].
+    #[error("bus backend {name:?} is an embedder's own: build it with Bus::from_backend")]
+    CustomBackend {
+        /// The custom backend's name.
+        name: &'static str,
+    },
     /// The configured URL cannot be used (the message never contains the URL,
     /// which may carry a password).
     #[error("invalid {kind} url")]

@@ -105,7 +105,10 @@ mod queue;
 mod redis_bus;
 
 pub use backend::{Backend, ConnectionState, RawSubscription};
-pub use bus::{Bus, BusOptions, CountersSnapshot, DEFAULT_PUBLISH_TIMEOUT, Subscription};
+pub use bus::{
+    Bus, BusOptions, CountersSnapshot, DEFAULT_CLOSE_TIMEOUT, DEFAULT_PUBLISH_TIMEOUT,
+    DEFAULT_SUBSCRIBE_TIMEOUT, Subscription,
+};
 pub use config::{
     BusConfig, BusKind, DEFAULT_NATS_URL, DEFAULT_REDIS_URL, ENV_BUS_ENABLED, ENV_BUS_TYPE,
     ENV_NATS_URL, ENV_REDIS_URL,

@@ -1,6 +1,6 @@
 //! In-process backend: fan-out with NATS matching and drop-oldest queues.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
 use bytes::Bytes;
@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 
 use crate::backend::{Backend, ConnectionState, RawSubscription};
+use crate::config::BusKind;
 use crate::error::{PublishError, SubscribeError};
 use crate::queue::DropOldestQueue;
 
@@ -43,7 +44,6 @@ struct Shared {
     subscribers: RwLock<Vec<Subscriber>>,
     next_id: AtomicU64,
     dropped: Arc<AtomicU64>,
-    closed: AtomicBool,
     state: watch::Sender<ConnectionState>,
     config: MemoryConfig,
 }
@@ -86,7 +86,6 @@ impl MemoryBus {
                 subscribers: RwLock::new(Vec::new()),
                 next_id: AtomicU64::new(0),
                 dropped: Arc::new(AtomicU64::new(0)),
-                closed: AtomicBool::new(false),
                 state,
                 config,
             }),
@@ -133,19 +132,12 @@ impl std::fmt::Debug for MemoryBus {
 
 impl Backend for MemoryBus {
     fn publish(&self, topic: &str, body: Bytes) -> BoxFuture<'_, Result<(), PublishError>> {
-        let res = if self.shared.closed.load(Ordering::Acquire) {
-            Err(PublishError::Closed)
-        } else {
-            self.deliver(topic, &body);
-            Ok(())
-        };
-        futures::future::ready(res).boxed()
+        self.deliver(topic, &body);
+        futures::future::ready(Ok(())).boxed()
     }
 
     fn subscribe(&self, pattern: &str) -> BoxFuture<'_, Result<RawSubscription, SubscribeError>> {
-        let res = if self.shared.closed.load(Ordering::Acquire) {
-            Err(SubscribeError::Closed)
-        } else {
+        let res = {
             let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
             let queue = DropOldestQueue::new(
                 self.shared.config.queue_capacity,
@@ -174,7 +166,6 @@ impl Backend for MemoryBus {
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
-        self.shared.closed.store(true, Ordering::Release);
         let subscribers = std::mem::take(
             &mut *self
                 .shared
@@ -189,8 +180,8 @@ impl Backend for MemoryBus {
         futures::future::ready(()).boxed()
     }
 
-    fn kind(&self) -> &'static str {
-        "memory"
+    fn kind(&self) -> BusKind {
+        BusKind::Memory
     }
 
     fn dropped(&self) -> u64 {

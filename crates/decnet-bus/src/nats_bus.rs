@@ -1,7 +1,7 @@
 //! NATS backend (feature `nats`), on async-nats.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,7 +10,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
 use crate::backend::{Backend, ConnectionState, RawSubscription};
-use crate::config::DEFAULT_NATS_URL;
+use crate::config::{BusKind, DEFAULT_NATS_URL};
 use crate::error::{ConnectError, PublishError, SubscribeError};
 
 /// Settings of a [`NatsBus`].
@@ -23,11 +23,10 @@ pub struct NatsConfig {
     /// Longest wait between reconnect attempts (the delay starts at 0, then
     /// 100 ms, and doubles up to this).
     pub max_reconnect_delay: Duration,
-    /// Bound on one publish (async-nats buffers while reconnecting; once its
-    /// buffer is full a publish waits, at most this long).
-    pub publish_timeout: Duration,
-    /// Bound on draining the connection in [`Backend::close`].
-    pub close_timeout: Duration,
+    /// Bound on the round trip that confirms a new subscription reached the
+    /// server (best effort: past it the subscription is still returned, and
+    /// async-nats sends it again on reconnect).
+    pub flush_timeout: Duration,
 }
 
 impl Default for NatsConfig {
@@ -36,8 +35,7 @@ impl Default for NatsConfig {
             url: DEFAULT_NATS_URL.to_owned(),
             connect_timeout: Duration::from_secs(2),
             max_reconnect_delay: Duration::from_secs(5),
-            publish_timeout: Duration::from_secs(2),
-            close_timeout: Duration::from_secs(3),
+            flush_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -48,8 +46,7 @@ impl std::fmt::Debug for NatsConfig {
             .field("url", &"<redacted>")
             .field("connect_timeout", &self.connect_timeout)
             .field("max_reconnect_delay", &self.max_reconnect_delay)
-            .field("publish_timeout", &self.publish_timeout)
-            .field("close_timeout", &self.close_timeout)
+            .field("flush_timeout", &self.flush_timeout)
             .finish()
     }
 }
@@ -88,7 +85,6 @@ pub struct NatsBus {
     client: async_nats::Client,
     state: Arc<watch::Sender<ConnectionState>>,
     dropped: Arc<AtomicU64>,
-    closed: AtomicBool,
     config: NatsConfig,
 }
 
@@ -160,7 +156,6 @@ impl NatsBus {
             client,
             state,
             dropped,
-            closed: AtomicBool::new(false),
             config,
         })
     }
@@ -170,19 +165,12 @@ impl Backend for NatsBus {
     fn publish(&self, topic: &str, body: Bytes) -> BoxFuture<'_, Result<(), PublishError>> {
         let topic = topic.to_owned();
         async move {
-            if self.closed.load(Ordering::Acquire) {
-                return Err(PublishError::Closed);
-            }
-            match tokio::time::timeout(
-                self.config.publish_timeout,
-                self.client.publish(topic, body),
-            )
-            .await
-            {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(err)) => Err(PublishError::transport(err)),
-                Err(elapsed) => Err(PublishError::transport(elapsed)),
-            }
+            // async-nats buffers while reconnecting; once its buffer is full a
+            // publish waits, and the Bus bounds that wait.
+            self.client
+                .publish(topic, body)
+                .await
+                .map_err(PublishError::transport)
         }
         .boxed()
     }
@@ -190,9 +178,6 @@ impl Backend for NatsBus {
     fn subscribe(&self, pattern: &str) -> BoxFuture<'_, Result<RawSubscription, SubscribeError>> {
         let pattern = pattern.to_owned();
         async move {
-            if self.closed.load(Ordering::Acquire) {
-                return Err(SubscribeError::Closed);
-            }
             let subscriber = self
                 .client
                 .subscribe(pattern)
@@ -201,8 +186,7 @@ impl Backend for NatsBus {
             // Round-trip so the server has the SUB before we return, when it
             // is reachable (otherwise async-nats sends it on reconnect).
             if self.client.connection_state() == async_nats::connection::State::Connected {
-                let _ =
-                    tokio::time::timeout(self.config.publish_timeout, self.client.flush()).await;
+                let _ = tokio::time::timeout(self.config.flush_timeout, self.client.flush()).await;
             }
             Ok(RawSubscription::new(subscriber.map(|message| {
                 (message.subject.to_string(), message.payload)
@@ -217,19 +201,16 @@ impl Backend for NatsBus {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         async move {
-            if self.closed.swap(true, Ordering::AcqRel) {
-                return;
-            }
             // Drain: unsubscribe everything (subscriber streams end), flush,
-            // close the connection.
-            let _ = tokio::time::timeout(self.config.close_timeout, self.client.drain()).await;
+            // close the connection (the Bus calls this once, bounded).
+            let _ = self.client.drain().await;
             self.state.send_replace(ConnectionState::Closed);
         }
         .boxed()
     }
 
-    fn kind(&self) -> &'static str {
-        "nats"
+    fn kind(&self) -> BusKind {
+        BusKind::Nats
     }
 
     fn dropped(&self) -> u64 {

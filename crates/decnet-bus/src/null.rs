@@ -6,6 +6,7 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 
 use crate::backend::{Backend, ConnectionState, RawSubscription};
+use crate::config::BusKind;
 use crate::error::{PublishError, SubscribeError};
 
 /// A bus that drops every publish (returning `Ok`) and whose subscriptions
@@ -49,7 +50,7 @@ impl Backend for NullBus {
         futures::future::ready(()).boxed()
     }
 
-    fn kind(&self) -> &'static str {
-        "null"
+    fn kind(&self) -> BusKind {
+        BusKind::Null
     }
 }

@@ -1,9 +1,10 @@
 //! Redis pub/sub backend (feature `redis`).
 //!
-//! Publishing: `PUBLISH <topic> <body>` on one cached multiplexed connection,
-//! dropped and re-opened after any failure, every publish bounded by a
-//! timeout (a Redis that is down answers a publish with a transport error
-//! within about a second, it never hangs the caller).
+//! Publishing: `PUBLISH <topic> <body>` on one cached multiplexed connection
+//! whose commands are bounded by [`RedisConfig::response_timeout`], dropped
+//! and re-opened after any failure (a Redis that is down answers a publish
+//! with a transport error within about a second; the [`crate::Bus`] bounds
+//! the whole call as for every backend).
 //!
 //! Subscribing: ONE pub/sub connection per [`RedisBus`], owned by a
 //! background router task. Each subscription registers with the router,
@@ -18,7 +19,7 @@
 //! connection is down are lost (at-most-once).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::backend::{Backend, ConnectionState, RawSubscription};
-use crate::config::DEFAULT_REDIS_URL;
+use crate::config::{BusKind, DEFAULT_REDIS_URL};
 use crate::error::{ConnectError, PublishError, SubscribeError};
 use crate::glob::nats_pattern_to_redis_glob;
 use crate::memory::DEFAULT_QUEUE_CAPACITY;
@@ -120,7 +121,6 @@ pub struct RedisBus {
     state: Arc<watch::Sender<ConnectionState>>,
     dropped: Arc<AtomicU64>,
     next_id: AtomicU64,
-    closed: AtomicBool,
     config: RedisConfig,
 }
 
@@ -171,7 +171,6 @@ impl RedisBus {
             state,
             dropped: Arc::new(AtomicU64::new(0)),
             next_id: AtomicU64::new(0),
-            closed: AtomicBool::new(false),
             config,
         })
     }
@@ -223,29 +222,16 @@ impl Backend for RedisBus {
     fn publish(&self, topic: &str, body: Bytes) -> BoxFuture<'_, Result<(), PublishError>> {
         let topic = topic.to_owned();
         async move {
-            if self.closed.load(Ordering::Acquire) {
-                return Err(PublishError::Closed);
-            }
             let (generation, mut connection) = self.publisher().await?;
-            let res = tokio::time::timeout(
-                self.config.response_timeout,
-                redis::cmd("PUBLISH")
-                    .arg(&topic)
-                    .arg(body.as_ref())
-                    .query_async::<i64>(&mut connection),
-            )
-            .await;
-            match res {
-                Ok(Ok(_receivers)) => Ok(()),
-                Ok(Err(err)) => {
-                    self.discard_publisher(generation);
-                    Err(PublishError::transport(err))
-                }
-                Err(elapsed) => {
-                    self.discard_publisher(generation);
-                    Err(PublishError::transport(elapsed))
-                }
-            }
+            let res = redis::cmd("PUBLISH")
+                .arg(&topic)
+                .arg(body.as_ref())
+                .query_async::<i64>(&mut connection)
+                .await;
+            res.map(drop).map_err(|err| {
+                self.discard_publisher(generation);
+                PublishError::transport(err)
+            })
         }
         .boxed()
     }
@@ -253,9 +239,6 @@ impl Backend for RedisBus {
     fn subscribe(&self, pattern: &str) -> BoxFuture<'_, Result<RawSubscription, SubscribeError>> {
         let pattern = pattern.to_owned();
         async move {
-            if self.closed.load(Ordering::Acquire) {
-                return Err(SubscribeError::Closed);
-            }
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let queue = DropOldestQueue::new(self.config.queue_capacity, self.dropped.clone());
             let (ack, acked) = oneshot::channel();
@@ -285,9 +268,6 @@ impl Backend for RedisBus {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         async move {
-            if self.closed.swap(true, Ordering::AcqRel) {
-                return;
-            }
             *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = None;
             let (ack, acked) = oneshot::channel();
             if self.commands.send(Command::Close { ack }).is_ok() {
@@ -298,8 +278,8 @@ impl Backend for RedisBus {
         .boxed()
     }
 
-    fn kind(&self) -> &'static str {
-        "redis"
+    fn kind(&self) -> BusKind {
+        BusKind::Redis
     }
 
     fn dropped(&self) -> u64 {

@@ -19,7 +19,7 @@ use serde_json::Map;
 use tokio::sync::watch;
 
 fn harness() -> Harness {
-    Harness::new("memory", false, |options| {
+    Harness::new(decnet_bus::BusKind::Memory, false, |options| {
         async move { Bus::from_backend_with(Arc::new(MemoryBus::default()), options) }.boxed()
     })
 }
@@ -125,8 +125,8 @@ impl Backend for Loopback {
     fn close(&self) -> BoxFuture<'_, ()> {
         futures::future::ready(()).boxed()
     }
-    fn kind(&self) -> &'static str {
-        "loopback"
+    fn kind(&self) -> BusKind {
+        BusKind::Custom("loopback")
     }
 }
 
@@ -134,8 +134,12 @@ impl Backend for Loopback {
 async fn custom_backend_gets_identical_semantics() {
     let (tx, _) = tokio::sync::broadcast::channel(64);
     let (state, _) = watch::channel(ConnectionState::Connected);
-    let bus = Bus::from_backend(Arc::new(Loopback { tx, state }));
-    assert_eq!(bus.kind(), "loopback");
+    let bus = Bus::from_backend(Arc::new(Loopback {
+        tx: tx.clone(),
+        state,
+    }));
+    assert_eq!(bus.kind(), BusKind::Custom("loopback"));
+    assert_eq!(bus.kind().as_str(), "loopback");
     let Ok(mut subscription) = bus.subscribe("keep.*").await else {
         panic!("subscribe")
     };
@@ -146,10 +150,18 @@ async fn custom_backend_gets_identical_semantics() {
             .is_ok()
     );
     assert!(bus.publish("keep.x.y", "skip", Map::new()).await.is_ok());
+    // A transport subject no Bus would publish: CR/LF inside a token that
+    // the pattern matches. Dropped and counted, never delivered.
+    let envelope = Bytes::from_static(br#"{"type":"forged","payload":{}}"#);
+    assert!(
+        tx.send(("keep.x\r\nevent: error".to_owned(), envelope))
+            .is_ok()
+    );
     assert!(bus.publish("keep.x", "keep", Map::new()).await.is_ok());
     let event = next_event(&mut subscription, "loopback").await;
     assert_eq!(event.event_type, "keep");
     assert_eq!(event.topic, "keep.x");
+    assert_eq!(bus.counters().invalid_topics, 1);
     assert_eq!(bus.counters().decode_failures, 1);
     assert_eq!(bus.counters().received, 1);
     bus.close().await;
@@ -159,7 +171,10 @@ async fn custom_backend_gets_identical_semantics() {
 
 #[tokio::test]
 async fn connect_builds_the_configured_kind() {
-    for (kind, name) in [(BusKind::Memory, "memory"), (BusKind::Null, "null")] {
+    for (kind, name) in [
+        (BusKind::Memory, BusKind::Memory),
+        (BusKind::Null, BusKind::Null),
+    ] {
         let config = BusConfig {
             kind,
             ..BusConfig::default()

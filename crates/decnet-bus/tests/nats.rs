@@ -34,7 +34,7 @@ mod svc_nats {
     };
 
     fn harness(url: String) -> Harness {
-        Harness::new("nats", false, move |options| {
+        Harness::new(decnet_bus::BusKind::Nats, false, move |options| {
             let url = url.clone();
             async move {
                 let config = NatsConfig {

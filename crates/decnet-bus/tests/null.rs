@@ -10,7 +10,7 @@ use decnet_bus::{Bus, NullBus};
 use futures::FutureExt;
 
 fn harness() -> Harness {
-    Harness::new("null", true, |options| {
+    Harness::new(decnet_bus::BusKind::Null, true, |options| {
         async move { Bus::from_backend_with(Arc::new(NullBus::new()), options) }.boxed()
     })
 }

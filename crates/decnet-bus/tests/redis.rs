@@ -34,7 +34,7 @@ mod svc_redis {
     };
 
     fn harness(url: String) -> Harness {
-        Harness::new("redis", false, move |options| {
+        Harness::new(decnet_bus::BusKind::Redis, false, move |options| {
             let url = url.clone();
             async move {
                 let config = RedisConfig {

@@ -318,7 +318,7 @@ impl StreamHub {
             }),
         };
         let mut tasks = Vec::new();
-        if bus.kind() != "null" && hub.inner.config.mode == SubscriptionMode::Shared {
+        if !bus.kind().is_null() && hub.inner.config.mode == SubscriptionMode::Shared {
             tasks.push(tokio::spawn(Self::subscribe_loop(
                 Arc::downgrade(&hub.inner),
                 bus,
@@ -455,15 +455,15 @@ impl StreamHub {
             }
         }
         let pump = (self.inner.config.mode == SubscriptionMode::PerConnection
-            && self.inner.bus.kind() != "null")
-            .then(|| {
-                AbortOnDrop(tokio::spawn(per_connection_pump(
-                    self.inner.bus.clone(),
-                    attacker.clone(),
-                    registration.queue.clone(),
-                    Arc::downgrade(&self.inner),
-                )))
-            });
+            && !self.inner.bus.kind().is_null())
+        .then(|| {
+            AbortOnDrop(tokio::spawn(per_connection_pump(
+                self.inner.bus.clone(),
+                attacker.clone(),
+                registration.queue.clone(),
+                Arc::downgrade(&self.inner),
+            )))
+        });
         Ok(AttackerStream::new(Driver::new(
             self.inner.clone(),
             registration,

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use decnet_bus::{
-    Bus, BusOptions, ConnectionState, Event, PublishError, SubscribeError, Subscription,
+    Bus, BusKind, BusOptions, ConnectionState, Event, PublishError, SubscribeError, Subscription,
 };
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -42,7 +42,7 @@ pub(crate) const CASE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Builds buses for one backend.
 pub(crate) struct Harness {
     /// The backend's `Bus::kind()`.
-    pub(crate) kind: &'static str,
+    pub(crate) kind: BusKind,
     /// Null-bus expectations (subscriptions end at once, publish is `Ok`).
     pub(crate) null: bool,
     make: Box<dyn Fn(BusOptions) -> BoxFuture<'static, Bus> + Send + Sync>,
@@ -50,7 +50,7 @@ pub(crate) struct Harness {
 
 impl Harness {
     pub(crate) fn new(
-        kind: &'static str,
+        kind: BusKind,
         null: bool,
         make: impl Fn(BusOptions) -> BoxFuture<'static, Bus> + Send + Sync + 'static,
     ) -> Harness {
@@ -395,7 +395,7 @@ pub(crate) async fn malformed_bodies_dropped(harness: &Harness) {
             Ok(()) => expected_failures += 1,
             // NATS refuses bodies over the server's max_payload (1 MiB) at
             // publish time: it never reaches a subscriber either.
-            Err(PublishError::Transport(_)) if what == "2 MiB" && harness.kind == "nats" => {
+            Err(PublishError::Transport(_)) if what == "2 MiB" && harness.kind == BusKind::Nats => {
                 expected_publish_failures += 1;
             }
             Err(err) => panic!("publish_raw {what}: {err}"),
