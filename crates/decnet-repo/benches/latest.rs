@@ -15,7 +15,8 @@
 
 use std::time::{Duration, Instant};
 
-use decnet_repo::{PgConfig, PgRepository, Repo, Repository};
+use decnet_repo::prelude::*;
+use decnet_repo::{PgConfig, PgRepository};
 
 const ATTACKERS: i64 = 100;
 const ROWS: i64 = 1_000_000;
@@ -96,7 +97,7 @@ async fn run(url: &str) {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    let repo = Repo::from(repo);
+
     let latest = repo
         .latest_observation_per_primitive(TARGET)
         .await

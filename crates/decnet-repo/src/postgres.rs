@@ -31,7 +31,15 @@ use deadpool_postgres::{
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use crate::{Attacker, Observation, RepoError, Repository, User};
+use futures::FutureExt;
+
+use crate::traits::RepoFuture;
+use crate::{
+    AccountReader, Attacker, AttackerReader, CampaignReader, CampaignRow, Health, HistogramBucket,
+    IdentityReader, IdentityRow, LogFilter, LogReader, LogRow, LogStats, MutationRow, Observation,
+    OrchestratorEventRow, OrchestratorReader, RepoError, RepositoryWriter, TopologyReader,
+    TopologySnapshot, User,
+};
 
 /// Embedded SQL migrations, in order: (version, name, sql).
 ///
@@ -624,6 +632,9 @@ WITH RECURSIVE latest (id, identity_ref, primitive, value, confidence,
 SELECT * FROM latest ORDER BY primitive COLLATE "C"
 "#;
 
+const ATTACKERS_OF_IDENTITY: &str =
+    "SELECT uuid FROM attackers WHERE identity_id = $1 ORDER BY uuid COLLATE \"C\"";
+
 const USER_BY_UUID: &str = "SELECT uuid, username, password_hash, role, must_change_password, \
      tokens_valid_from FROM users WHERE uuid = $1";
 
@@ -665,23 +676,47 @@ fn constraint_to_invalid(err: RepoError, what: &str) -> RepoError {
     }
 }
 
-impl Repository for PgRepository {
-    async fn attacker_by_uuid(&self, uuid: &str) -> Result<Option<Attacker>, RepoError> {
-        self.bounded(async {
+impl AccountReader for PgRepository {
+    fn user_by_uuid<'a>(&'a self, uuid: &'a str) -> RepoFuture<'a, Option<User>> {
+        self.bounded(async move {
+            let mut conn = self.conn().await?;
+            conn.query_opt(USER_BY_UUID, &[&uuid])
+                .await?
+                .map(|row| user_from_row(&row))
+                .transpose()
+        })
+        .boxed()
+    }
+
+    fn is_token_revoked<'a>(&'a self, jti: &'a str) -> RepoFuture<'a, bool> {
+        self.bounded(async move {
+            let mut conn = self.conn().await?;
+            match conn.query_opt(IS_TOKEN_REVOKED, &[&jti]).await? {
+                Some(row) => column(&row, "exists"),
+                None => Err(RepoError::InvalidData("EXISTS returned no row".into())),
+            }
+        })
+        .boxed()
+    }
+}
+
+impl AttackerReader for PgRepository {
+    fn attacker_by_uuid<'a>(&'a self, uuid: &'a str) -> RepoFuture<'a, Option<Attacker>> {
+        self.bounded(async move {
             let mut conn = self.conn().await?;
             conn.query_opt(ATTACKER_BY_UUID, &[&uuid])
                 .await?
                 .map(|row| attacker_from_row(&row))
                 .transpose()
         })
-        .await
+        .boxed()
     }
 
-    async fn latest_observation_per_primitive(
-        &self,
-        attacker_uuid: &str,
-    ) -> Result<Vec<Observation>, RepoError> {
-        self.bounded(async {
+    fn latest_observation_per_primitive<'a>(
+        &'a self,
+        attacker_uuid: &'a str,
+    ) -> RepoFuture<'a, Vec<Observation>> {
+        self.bounded(async move {
             let mut conn = self.conn().await?;
             conn.query(LATEST_PER_PRIMITIVE, &[&attacker_uuid])
                 .await?
@@ -689,41 +724,95 @@ impl Repository for PgRepository {
                 .map(observation_from_row)
                 .collect()
         })
-        .await
+        .boxed()
     }
 
-    async fn user_by_uuid(&self, uuid: &str) -> Result<Option<User>, RepoError> {
-        self.bounded(async {
+    fn attackers_of_identity<'a>(&'a self, identity_uuid: &'a str) -> RepoFuture<'a, Vec<String>> {
+        self.bounded(async move {
             let mut conn = self.conn().await?;
-            conn.query_opt(USER_BY_UUID, &[&uuid])
+            conn.query(ATTACKERS_OF_IDENTITY, &[&identity_uuid])
                 .await?
-                .map(|row| user_from_row(&row))
-                .transpose()
+                .iter()
+                .map(|row| column(row, "uuid"))
+                .collect()
         })
-        .await
+        .boxed()
+    }
+}
+
+/// The readers the PostgreSQL backend does not serve yet.
+fn unsupported<'a, T: Send + 'a>(query: &'static str) -> RepoFuture<'a, T> {
+    futures::future::ready(Err(RepoError::Unsupported {
+        backend: "postgres",
+        query,
+    }))
+    .boxed()
+}
+
+impl IdentityReader for PgRepository {
+    fn recent_identities(&self, _limit: u32) -> RepoFuture<'_, Vec<IdentityRow>> {
+        unsupported("recent_identities")
+    }
+}
+
+impl CampaignReader for PgRepository {
+    fn recent_campaigns(&self, _limit: u32) -> RepoFuture<'_, Vec<CampaignRow>> {
+        unsupported("recent_campaigns")
+    }
+}
+
+impl OrchestratorReader for PgRepository {
+    fn recent_orchestrator_events(&self, _limit: u32) -> RepoFuture<'_, Vec<OrchestratorEventRow>> {
+        unsupported("recent_orchestrator_events")
+    }
+}
+
+impl TopologyReader for PgRepository {
+    fn topology_snapshot<'a>(&'a self, _id: &'a str) -> RepoFuture<'a, Option<TopologySnapshot>> {
+        unsupported("topology_snapshot")
+    }
+}
+
+impl LogReader for PgRepository {
+    fn max_log_id(&self) -> RepoFuture<'_, i64> {
+        unsupported("max_log_id")
     }
 
-    async fn is_token_revoked(&self, jti: &str) -> Result<bool, RepoError> {
-        self.bounded(async {
-            let mut conn = self.conn().await?;
-            match conn.query_opt(IS_TOKEN_REVOKED, &[&jti]).await? {
-                Some(row) => column(&row, "exists"),
-                None => Err(RepoError::InvalidData("EXISTS returned no row".into())),
-            }
-        })
-        .await
+    fn logs_after_id<'a>(
+        &'a self,
+        _after: i64,
+        _limit: u32,
+        _filter: &'a LogFilter,
+    ) -> RepoFuture<'a, Vec<LogRow>> {
+        unsupported("logs_after_id")
     }
 
-    async fn ping(&self) -> Result<(), RepoError> {
-        self.bounded(async {
+    fn log_stats(&self) -> RepoFuture<'_, LogStats> {
+        unsupported("log_stats")
+    }
+
+    fn log_histogram<'a>(
+        &'a self,
+        _filter: &'a LogFilter,
+        _interval_minutes: u32,
+    ) -> RepoFuture<'a, Vec<HistogramBucket>> {
+        unsupported("log_histogram")
+    }
+}
+
+impl Health for PgRepository {
+    fn ping(&self) -> RepoFuture<'_, ()> {
+        self.bounded(async move {
             let mut conn = self.conn().await?;
             conn.query("SELECT 1", &[]).await.map(drop)
         })
-        .await
+        .boxed()
     }
+}
 
-    async fn upsert_attacker(&self, attacker: &Attacker) -> Result<(), RepoError> {
-        self.bounded(async {
+impl RepositoryWriter for PgRepository {
+    fn upsert_attacker<'a>(&'a self, attacker: &'a Attacker) -> RepoFuture<'a, ()> {
+        self.bounded(async move {
             let mut conn = self.conn().await?;
             conn.query(
                 UPSERT_ATTACKER,
@@ -732,11 +821,11 @@ impl Repository for PgRepository {
             .await
             .map(drop)
         })
-        .await
+        .boxed()
     }
 
-    async fn upsert_observation(&self, observation: &Observation) -> Result<(), RepoError> {
-        self.bounded(async {
+    fn upsert_observation<'a>(&'a self, observation: &'a Observation) -> RepoFuture<'a, ()> {
+        self.bounded(async move {
             let mut conn = self.conn().await?;
             let o = observation;
             conn.query(
@@ -760,11 +849,11 @@ impl Repository for PgRepository {
             .map(drop)
             .map_err(|err| constraint_to_invalid(err, &format!("observation {}", o.id)))
         })
-        .await
+        .boxed()
     }
 
-    async fn create_user(&self, user: &User) -> Result<(), RepoError> {
-        self.bounded(async {
+    fn create_user<'a>(&'a self, user: &'a User) -> RepoFuture<'a, ()> {
+        self.bounded(async move {
             let mut conn = self.conn().await?;
             conn.query(
                 CREATE_USER,
@@ -781,23 +870,23 @@ impl Repository for PgRepository {
             .map(drop)
             .map_err(|err| constraint_to_invalid(err, &format!("user {}", user.uuid)))
         })
-        .await
+        .boxed()
     }
 
-    async fn delete_user(&self, uuid: &str) -> Result<(), RepoError> {
-        self.bounded(async {
+    fn delete_user<'a>(&'a self, uuid: &'a str) -> RepoFuture<'a, ()> {
+        self.bounded(async move {
             let mut conn = self.conn().await?;
             conn.query(DELETE_USER, &[&uuid]).await.map(drop)
         })
-        .await
+        .boxed()
     }
 
-    async fn set_attacker_identity(
-        &self,
-        attacker_uuid: &str,
-        identity_id: Option<&str>,
-    ) -> Result<(), RepoError> {
-        self.bounded(async {
+    fn set_attacker_identity<'a>(
+        &'a self,
+        attacker_uuid: &'a str,
+        identity_id: Option<&'a str>,
+    ) -> RepoFuture<'a, ()> {
+        self.bounded(async move {
             let mut conn = self.conn().await?;
             match conn
                 .query_opt(SET_ATTACKER_IDENTITY, &[&attacker_uuid, &identity_id])
@@ -809,22 +898,63 @@ impl Repository for PgRepository {
                 ))),
             }
         })
-        .await
+        .boxed()
     }
 
-    async fn revoke_token(
-        &self,
-        jti: &str,
-        user_uuid: &str,
+    fn revoke_token<'a>(
+        &'a self,
+        jti: &'a str,
+        user_uuid: &'a str,
         expires_at: SystemTime,
-    ) -> Result<(), RepoError> {
-        self.bounded(async {
+    ) -> RepoFuture<'a, ()> {
+        self.bounded(async move {
             let mut conn = self.conn().await?;
             conn.query(REVOKE_TOKEN, &[&jti, &user_uuid, &expires_at])
                 .await
                 .map(drop)
         })
-        .await
+        .boxed()
+    }
+
+    fn upsert_identity<'a>(&'a self, _identity: &'a IdentityRow) -> RepoFuture<'a, ()> {
+        unsupported("upsert_identity")
+    }
+
+    fn upsert_campaign<'a>(&'a self, _campaign: &'a CampaignRow) -> RepoFuture<'a, ()> {
+        unsupported("upsert_campaign")
+    }
+
+    fn insert_orchestrator_event<'a>(
+        &'a self,
+        _event: &'a OrchestratorEventRow,
+    ) -> RepoFuture<'a, ()> {
+        unsupported("insert_orchestrator_event")
+    }
+
+    fn upsert_topology<'a>(
+        &'a self,
+        _id: &'a str,
+        _name: &'a str,
+        _status: &'a str,
+    ) -> RepoFuture<'a, ()> {
+        unsupported("upsert_topology")
+    }
+
+    fn upsert_mutation<'a>(&'a self, _mutation: &'a MutationRow) -> RepoFuture<'a, ()> {
+        unsupported("upsert_mutation")
+    }
+
+    fn insert_topology_decky<'a>(
+        &'a self,
+        _topology_id: &'a str,
+        _name: &'a str,
+        _state: &'a str,
+    ) -> RepoFuture<'a, ()> {
+        unsupported("insert_topology_decky")
+    }
+
+    fn insert_log<'a>(&'a self, _row: &'a LogRow) -> RepoFuture<'a, i64> {
+        unsupported("insert_log")
     }
 }
 

@@ -1,6 +1,7 @@
 //! One behavioural suite for every repository backend.
 //!
-//! Each case in [`cases`] is an `async fn(Repo)`; the `suite!` macro runs it
+//! Each case in [`cases`] is an `async fn(Repo)` (a repository that also
+//! writes, so the case can seed it); the `suite!` macro runs it
 //! against the memory backend (module `memory`) and, with feature `postgres`,
 //! against PostgreSQL (module `svc_postgres`: each test in a fresh schema,
 //! skipped loudly when `DECNET_TEST_DATABASE_URL` is unset, failing under CI).
@@ -9,7 +10,18 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use decnet_repo::{Attacker, MemoryRepository, Observation, Repo, RepoError, Repository, User};
+use std::sync::Arc;
+
+use decnet_repo::{
+    Attacker, MemoryRepository, Observation, RepoError, Repository, RepositoryWriter, User,
+};
+
+/// Every reader and the writer: what a case needs from a backend.
+trait ReadWrite: Repository + RepositoryWriter {}
+impl<T: Repository + RepositoryWriter> ReadWrite for T {}
+
+/// The backend a case runs against.
+type Repo = Arc<dyn ReadWrite>;
 
 fn attacker(uuid: &str) -> Attacker {
     Attacker {
@@ -303,7 +315,7 @@ macro_rules! suite {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    super::cases::$case(super::MemoryRepository::new().into()).await;
+                    super::cases::$case(std::sync::Arc::new(super::MemoryRepository::new())).await;
                 }
             )*
         }
@@ -316,7 +328,7 @@ macro_rules! suite {
                     let url = test_support::require_service!(test_support::Service::Postgres);
                     let (schema, _guard) = test_support::pg::fresh_schema(&url).await;
                     let repo = super::pg::migrated(&url, &schema).await;
-                    super::cases::$case(repo.into()).await;
+                    super::cases::$case(std::sync::Arc::new(repo)).await;
                 }
             )*
         }
@@ -345,7 +357,7 @@ suite!(
 async fn memory_switched_off_is_unavailable() {
     let memory = MemoryRepository::new();
     memory.set_available(false);
-    let repo = Repo::from(memory.clone());
+    let repo: Repo = Arc::new(memory.clone());
     assert!(repo.ping().await.is_err_and(|err| err.is_unavailable()));
     memory.set_available(true);
     repo.ping().await.unwrap();
@@ -372,7 +384,8 @@ mod pg {
     mod svc_postgres {
         use std::time::{Duration, Instant, UNIX_EPOCH};
 
-        use decnet_repo::{MIGRATIONS, PgConfig, PgRepository, RepoError, Repository};
+        use decnet_repo::prelude::*;
+        use decnet_repo::{MIGRATIONS, PgConfig, PgRepository, RepoError};
         use test_support::Service;
         use test_support::pg::{connect_in_schema, fresh_schema};
 
@@ -632,7 +645,8 @@ mod postgres_offline {
 
     use std::time::{Duration, Instant};
 
-    use decnet_repo::{PgConfig, PgRepository, Repo, RepoError, Repository};
+    use decnet_repo::prelude::*;
+    use decnet_repo::{PgConfig, PgRepository, RepoError};
 
     fn quick(url: &str) -> PgConfig {
         PgConfig {
@@ -642,7 +656,7 @@ mod postgres_offline {
         }
     }
 
-    async fn assert_unavailable_within(repo: Repo, bound: Duration) {
+    async fn assert_unavailable_within(repo: PgRepository, bound: Duration) {
         let started = Instant::now();
         let results = [
             repo.ping().await.map(drop),
@@ -662,7 +676,7 @@ mod postgres_offline {
     async fn unreachable_database_is_unavailable_fast() {
         // Port 1: nothing listens, the connection is refused at once.
         let repo = PgRepository::connect(quick("postgres://postgres@127.0.0.1:1/x")).unwrap();
-        assert_unavailable_within(repo.clone().into(), Duration::from_secs(2)).await;
+        assert_unavailable_within(repo.clone(), Duration::from_secs(2)).await;
         let err = repo.migrate().await;
         assert!(matches!(err, Err(RepoError::Unavailable(_))), "{err:?}");
     }
@@ -682,7 +696,7 @@ mod postgres_offline {
         let repo = PgRepository::connect(quick(&format!("postgres://postgres@127.0.0.1:{port}/x")))
             .unwrap();
         // Five calls, each bounded by the 500 ms connect timeout.
-        assert_unavailable_within(repo.into(), Duration::from_millis(5 * 500 + 1500)).await;
+        assert_unavailable_within(repo, Duration::from_millis(5 * 500 + 1500)).await;
         holder.abort();
     }
 
