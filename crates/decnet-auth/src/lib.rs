@@ -10,10 +10,13 @@
 //! - [`authorize_stream`] is the role gate (`viewer` and `admin` may stream;
 //!   `must_change_password` is refused first), with DECNET's exact messages in
 //!   [`Forbidden`].
-//! - [`TicketStore`] mints and redeems single-use, short-lived opaque
-//!   [`Ticket`]s for the browser's `EventSource`, which cannot send headers. The
-//!   in-memory backend serves one process; the Redis backend (feature `redis`)
-//!   makes redemption single-use across every instance behind a load balancer.
+//! - [`TicketStore`] (a dyn-compatible trait) mints and redeems single-use,
+//!   short-lived opaque [`Ticket`]s for the browser's `EventSource`, which
+//!   cannot send headers, within [`TicketLimits`]. [`MemoryTicketStore`]
+//!   serves one process; `RedisTicketStore` (feature `redis`) makes redemption
+//!   single-use across every instance behind a load balancer, under keyed
+//!   hashes and MACs so neither a Redis dump nor a Redis writer yields a
+//!   ticket.
 //! - [`ConnectionLimiter`] caps concurrent streams per user (and optionally in
 //!   total) with an RAII [`ConnectionSlot`] released on drop, including when the
 //!   task holding it is cancelled.
@@ -22,8 +25,8 @@
 //!
 //! What it is not: a login service (it never sees passwords and never issues
 //! refresh tokens), an HTTP layer (status codes and response bodies belong to
-//! the binary), or a writer of the user tables (it only reads them through
-//! [`decnet_repo::Repo`]).
+//! the HTTP crate), or a writer of the user tables (it only reads them through
+//! a [`decnet_repo::AccountReader`]).
 //!
 //! Secrets: no function here logs a JWT, a ticket value or the signing secret.
 //! [`Ticket`]'s `Debug` and `Display` redact the value, and
@@ -33,12 +36,13 @@
 //! The flow in the server, end to end:
 //!
 //! ```
+//! use std::sync::Arc;
 //! use std::time::Duration;
 //! use decnet_auth::{
-//!     ConnectionLimiter, TicketStore, TokenVerifier, VerifierConfig, authorize_stream,
-//!     mint_access_token,
+//!     ConnectionLimiter, MemoryTicketStore, TicketStore, TokenVerifier, VerifierConfig,
+//!     authorize_stream, mint_access_token,
 //! };
-//! use decnet_repo::{MemoryRepository, Repo, Repository, User};
+//! use decnet_repo::{MemoryRepository, RepositoryWriter, User};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let repo = MemoryRepository::new();
@@ -52,13 +56,13 @@
 //! })
 //! .await?;
 //! let secret = b"a-long-random-secret".to_vec();
-//! let verifier = TokenVerifier::new(VerifierConfig::new(secret.clone()), Repo::Memory(repo));
+//! let verifier = TokenVerifier::new(VerifierConfig::new(secret.clone()), Arc::new(repo));
 //!
 //! // POST /api/v1/auth/sse-ticket with `Authorization: Bearer <jwt>`.
 //! let (jwt, _claims) = mint_access_token(&secret, "u1", Duration::from_secs(900))?;
 //! let identity = verifier.verify(&jwt).await?; // 401 / 503
 //! authorize_stream(&identity)?; // 403
-//! let tickets = TicketStore::memory();
+//! let tickets: Arc<dyn TicketStore> = Arc::new(MemoryTicketStore::default());
 //! let ticket = tickets.mint(&identity, Duration::from_secs(60)).await?;
 //!
 //! // GET /api/v1/attackers/{uuid}/events?ticket=...
@@ -90,12 +94,12 @@ pub use mint::{
     AUDIENCE, Claims, ISSUER, MintError, TOKEN_TYPE_ACCESS, encode_claims, mint_access_token,
 };
 pub use roles::{Forbidden, ROLE_ADMIN, ROLE_VIEWER, authorize_stream};
-#[cfg(feature = "redis")]
-pub use ticket::RedisTicketStore;
 pub use ticket::{
-    DEFAULT_REDIS_PREFIX, MemoryTicketStore, TICKET_LEN, Ticket, TicketCounters, TicketError,
-    TicketStore,
+    DEFAULT_REDIS_PREFIX, MAX_TICKET_TTL, MemoryTicketStore, TICKET_LEN, Ticket, TicketCounters,
+    TicketError, TicketLimits, TicketStore,
 };
+#[cfg(feature = "redis")]
+pub use ticket::{RedisTicketConfig, RedisTicketStore};
 pub use verifier::{AuthError, DEFAULT_CACHE_CAPACITY, Identity, TokenVerifier, VerifierConfig};
 
 /// Boxed error source kept inside this crate's errors.

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use decnet_repo::{Repo, RepoError, Repository, User};
+use decnet_repo::{AccountReader, RepoError, User};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Deserializer, Serialize};
 use tracing::{debug, warn};
@@ -88,6 +88,16 @@ pub struct Identity {
     pub iat: u64,
     /// The token's expiry, epoch seconds.
     pub exp: u64,
+}
+
+impl Identity {
+    /// When the token behind this identity expires, as a [`SystemTime`], or
+    /// `None` when `exp` is beyond what the clock can represent (a signed
+    /// token may carry any number; such a token is still refused by
+    /// [`TokenVerifier::revalidate`] once `now >= exp`, which never happens).
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        UNIX_EPOCH.checked_add(Duration::from_secs(self.exp))
+    }
 }
 
 /// Why a token was not accepted.
@@ -198,7 +208,7 @@ pub struct TokenVerifier {
     key: Option<Arc<DecodingKey>>,
     validation: Arc<Validation>,
     leeway: u64,
-    repo: Repo,
+    repo: Arc<dyn AccountReader>,
     users: Option<Arc<TtlCache<String, User>>>,
     revoked: Option<Arc<TtlCache<String, bool>>>,
     clock: Clock,
@@ -251,10 +261,12 @@ fn before_cutoff(iat: u64, tokens_valid_from: Option<SystemTime>) -> bool {
 }
 
 impl TokenVerifier {
-    /// A verifier with `config`, reading users and revocations from `repo`.
+    /// A verifier with `config`, reading users and revocations from `repo`
+    /// (any [`AccountReader`]: a DECNET backend of decnet-repo, or an
+    /// embedder's own user store).
     ///
     /// An empty secret is logged as a warning; every token is then refused.
-    pub fn new(config: VerifierConfig, repo: Repo) -> Self {
+    pub fn new(config: VerifierConfig, repo: Arc<dyn AccountReader>) -> Self {
         let key = if config.secret.is_empty() {
             warn!("JWT secret is empty: every token will be refused");
             None
@@ -497,7 +509,8 @@ mod tests {
         let config = VerifierConfig::new("hunter2-secret");
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
-        let verifier = TokenVerifier::new(config, Repo::Memory(Default::default()));
+        let verifier =
+            TokenVerifier::new(config, Arc::new(decnet_repo::MemoryRepository::default()));
         assert!(!format!("{verifier:?}").contains("hunter2"));
     }
 }

@@ -11,7 +11,8 @@ use decnet_auth::{
     AUDIENCE, AuthError, ISSUER, Identity, TOKEN_TYPE_ACCESS, TokenVerifier, VerifierConfig,
     encode_claims, mint_access_token,
 };
-use decnet_repo::{MemoryRepository, Repo, Repository, User};
+use decnet_repo::prelude::*;
+use decnet_repo::{MemoryRepository, User};
 use serde_json::{Value, json};
 
 const SECRET: &[u8] = b"decnet-auth-test-secret-0123456789";
@@ -37,7 +38,7 @@ impl Fixture {
             .expect("seed user");
         let clock = Arc::new(AtomicU64::new(NOW));
         let read = Arc::clone(&clock);
-        let verifier = TokenVerifier::new(config, Repo::Memory(repo.clone()))
+        let verifier = TokenVerifier::new(config, std::sync::Arc::new(repo.clone()))
             .with_clock(move || read.load(Ordering::SeqCst));
         Self {
             repo,
@@ -160,7 +161,7 @@ async fn role_and_password_flag_come_from_the_repository_not_the_token() {
 async fn minted_token_is_accepted_on_the_real_clock() {
     let repo = MemoryRepository::new();
     repo.create_user(&user(USER, "admin")).await.expect("seed");
-    let verifier = TokenVerifier::new(VerifierConfig::new(SECRET), Repo::Memory(repo));
+    let verifier = TokenVerifier::new(VerifierConfig::new(SECRET), std::sync::Arc::new(repo));
     let (token, claims) = mint_access_token(SECRET, USER, Duration::from_secs(300)).expect("mint");
     let identity = verifier
         .verify(&token)
@@ -418,8 +419,8 @@ async fn garbage_is_refused() {
 async fn empty_secret_refuses_everything() {
     let repo = MemoryRepository::new();
     repo.create_user(&user(USER, "viewer")).await.expect("seed");
-    let verifier =
-        TokenVerifier::new(VerifierConfig::new(Vec::new()), Repo::Memory(repo)).with_clock(|| NOW);
+    let verifier = TokenVerifier::new(VerifierConfig::new(Vec::new()), std::sync::Arc::new(repo))
+        .with_clock(|| NOW);
     let result = verifier.verify(&sign(&valid())).await;
     assert!(matches!(result, Err(AuthError::Unauthorized)), "{result:?}");
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use decnet_auth::{
     AUDIENCE, ISSUER, TOKEN_TYPE_ACCESS, TicketStore, TokenVerifier, VerifierConfig, encode_claims,
 };
-use decnet_repo::{MemoryRepository, Repo, Repository, User};
+use decnet_repo::prelude::*;
+use decnet_repo::{MemoryRepository, User};
 use serde_json::json;
 
 const SECRET: &[u8] = b"log-test-secret-do-not-print";
@@ -57,7 +58,10 @@ async fn tokens_tickets_and_secret_never_reach_the_logs() {
     })
     .await
     .expect("seed");
-    let verifier = TokenVerifier::new(VerifierConfig::new(SECRET), Repo::Memory(repo.clone()));
+    let verifier = TokenVerifier::new(
+        VerifierConfig::new(SECRET),
+        std::sync::Arc::new(repo.clone()),
+    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -91,7 +95,7 @@ async fn tokens_tickets_and_secret_never_reach_the_logs() {
     assert!(verifier.verify(&down).await.is_err());
     secrets.push(down);
 
-    let tickets = TicketStore::memory();
+    let tickets = decnet_auth::MemoryTicketStore::default();
     let ticket = tickets
         .mint(&identity, Duration::from_secs(60))
         .await

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use decnet_auth::{Identity, MemoryTicketStore, TICKET_LEN, Ticket, TicketStore};
+use decnet_auth::{
+    Identity, MemoryTicketStore, TICKET_LEN, Ticket, TicketError, TicketLimits, TicketStore,
+};
 use tokio::sync::Barrier;
 
 fn identity(user: &str) -> Identity {
@@ -34,7 +36,7 @@ fn assert_ticket_format(ticket: &Ticket) {
 }
 
 /// The behaviour every backend must share.
-async fn conformance(store: TicketStore) {
+async fn conformance(store: Arc<dyn TicketStore>) {
     let before = store.counters();
     let alice = identity("alice");
     let ticket = store
@@ -71,8 +73,8 @@ async fn conformance(store: TicketStore) {
     assert_eq!(store.redeem(b.expose()).await.expect("redeem"), Some(bob));
     assert_eq!(store.redeem(a.expose()).await.expect("redeem"), Some(alice));
 
-    // A clone shares the tickets.
-    let clone = store.clone();
+    // Another handle on the same store shares the tickets.
+    let clone = Arc::clone(&store);
     let c = store
         .mint(&identity("carol"), Duration::from_secs(60))
         .await
@@ -89,7 +91,7 @@ async fn conformance(store: TicketStore) {
 
 /// 100 concurrent redemptions of one ticket, spread over `stores` (handles on
 /// the same backing store, e.g. several server instances): exactly one wins.
-async fn exactly_one_winner(stores: Vec<TicketStore>) {
+async fn exactly_one_winner(stores: Vec<Arc<dyn TicketStore>>) {
     let ticket = stores[0]
         .mint(&identity("racer"), Duration::from_secs(60))
         .await
@@ -98,7 +100,7 @@ async fn exactly_one_winner(stores: Vec<TicketStore>) {
     let barrier = Arc::new(Barrier::new(100));
     let mut tasks = Vec::new();
     for i in 0..100 {
-        let store = stores[i % stores.len()].clone();
+        let store = Arc::clone(&stores[i % stores.len()]);
         let value = Arc::clone(&value);
         let barrier = Arc::clone(&barrier);
         tasks.push(tokio::spawn(async move {
@@ -116,22 +118,85 @@ async fn exactly_one_winner(stores: Vec<TicketStore>) {
     assert_eq!(winners, 1);
 }
 
+/// The live-ticket caps every backend enforces: per user (429) and in total
+/// (503), freed by redemption.
+async fn caps(store: Arc<dyn TicketStore>, per_user: usize, total: usize) {
+    let ttl = Duration::from_secs(60);
+    let mut held = Vec::new();
+    for _ in 0..per_user {
+        held.push(store.mint(&identity("capped"), ttl).await.expect("mint"));
+    }
+    let refused = store.mint(&identity("capped"), ttl).await;
+    assert!(
+        matches!(refused, Err(TicketError::UserLimit { limit }) if limit == per_user),
+        "{refused:?}"
+    );
+    // Redeeming one frees a slot.
+    let first = held.remove(0);
+    assert!(
+        store
+            .redeem(first.expose())
+            .await
+            .expect("redeem")
+            .is_some()
+    );
+    held.push(
+        store
+            .mint(&identity("capped"), ttl)
+            .await
+            .expect("slot freed"),
+    );
+    // Other users until the store is full.
+    let mut n = 0;
+    let full = loop {
+        match store
+            .mint(&identity(&format!("filler-{}", n / per_user)), ttl)
+            .await
+        {
+            Ok(ticket) => held.push(ticket),
+            Err(error) => break error,
+        }
+        n += 1;
+        assert!(n <= total, "the total cap never refused");
+    };
+    assert!(
+        matches!(full, TicketError::Full { limit } if limit == total),
+        "{full:?}"
+    );
+    assert_eq!(held.len(), total);
+    assert!(store.counters().refused >= 2);
+}
+
+fn memory(limits: TicketLimits) -> (MemoryTicketStore, Arc<dyn TicketStore>) {
+    let memory = MemoryTicketStore::new(limits);
+    let store: Arc<dyn TicketStore> = Arc::new(memory.clone());
+    (memory, store)
+}
+
 #[tokio::test]
 async fn memory_conformance() {
-    conformance(TicketStore::memory()).await;
+    conformance(memory(TicketLimits::default()).1).await;
+}
+
+#[tokio::test]
+async fn memory_caps() {
+    let limits = TicketLimits {
+        per_user: 3,
+        total: 10,
+    };
+    caps(memory(limits).1, 3, 10).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_exactly_one_winner_among_100_concurrent_redemptions() {
     for _ in 0..20 {
-        exactly_one_winner(vec![TicketStore::memory()]).await;
+        exactly_one_winner(vec![memory(TicketLimits::default()).1]).await;
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn memory_expired_ticket_is_refused_and_removed() {
-    let memory = MemoryTicketStore::new();
-    let store = TicketStore::from(memory.clone());
+    let (memory, store) = memory(TicketLimits::default());
     let ticket = store
         .mint(&identity("alice"), Duration::from_secs(60))
         .await
@@ -154,53 +219,54 @@ async fn memory_expired_ticket_is_refused_and_removed() {
     assert!(memory.is_empty());
 }
 
+/// The review's flood: tens of thousands of mints left unredeemed. With the
+/// caps the map never holds more than `total`, and the background sweep gives
+/// the memory back once they expire, with no further mint.
 #[tokio::test(start_paused = true)]
-async fn memory_sweep_bounds_the_map() {
-    let memory = MemoryTicketStore::new();
-    let store = TicketStore::from(memory.clone());
-    let ttl = Duration::from_secs(1);
-    let mut peak = 0;
-    // 20,000 tickets minted over 20 s, none redeemed: about 1,000 live at once.
-    for round in 0..200 {
-        for _ in 0..100 {
-            store.mint(&identity("u"), ttl).await.expect("mint");
-        }
-        peak = peak.max(memory.len());
-        if round % 10 == 9 {
-            tokio::time::advance(Duration::from_millis(1_000)).await;
+async fn memory_mint_flood_is_bounded_and_swept() {
+    let (memory, store) = memory(TicketLimits {
+        per_user: 20,
+        total: 5_000,
+    });
+    let ttl = Duration::from_secs(60);
+    let mut refused = 0;
+    for n in 0..40_000 {
+        match store.mint(&identity(&format!("u{}", n % 2_000)), ttl).await {
+            Ok(_) => {}
+            Err(TicketError::UserLimit { .. } | TicketError::Full { .. }) => refused += 1,
+            Err(other) => panic!("{other}"),
         }
     }
-    assert_eq!(store.counters().minted, 20_000);
-    assert!(peak <= 2_100, "map grew to {peak}");
-    tokio::time::advance(ttl).await;
-    memory.sweep_expired();
-    assert!(memory.is_empty());
-}
-
-#[tokio::test(start_paused = true)]
-async fn memory_cap_refuses_instead_of_growing() {
-    let store = TicketStore::from(MemoryTicketStore::with_max_entries(10));
-    for _ in 0..10 {
-        store
-            .mint(&identity("u"), Duration::from_secs(60))
-            .await
-            .expect("mint");
-    }
-    let full = store.mint(&identity("u"), Duration::from_secs(60)).await;
-    assert!(
-        matches!(full, Err(decnet_auth::TicketError::Full { limit: 10 })),
-        "{full:?}"
-    );
+    assert_eq!(memory.len(), 5_000);
+    assert_eq!(refused, 35_000);
+    assert_eq!(store.counters().live, 5_000);
+    tokio::time::sleep(ttl + Duration::from_secs(20)).await;
+    assert!(memory.is_empty(), "{} left", memory.len());
+    assert_eq!(memory.held_by("u1"), 0);
 }
 
 #[cfg(feature = "redis")]
 mod svc_redis {
     use super::*;
-    use decnet_auth::{RedisTicketStore, TicketError};
+    use decnet_auth::{RedisTicketConfig, RedisTicketStore};
+    use test_support::servers::RedisServer;
     use test_support::{Service, require_service};
+
+    const SECRET: &[u8] = b"a-ticket-test-secret-of-32-bytes!";
+
+    fn config(url: &str, prefix: &str) -> RedisTicketConfig {
+        RedisTicketConfig {
+            prefix: prefix.to_owned(),
+            ..RedisTicketConfig::new(url, SECRET)
+        }
+    }
 
     fn prefix() -> String {
         format!("decnet-auth-test:{}:", test_support::unique_suffix())
+    }
+
+    async fn connect(config: RedisTicketConfig) -> RedisTicketStore {
+        RedisTicketStore::connect(config).await.expect("connect")
     }
 
     async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
@@ -211,11 +277,34 @@ mod svc_redis {
             .expect("connect")
     }
 
+    async fn keys(url: &str, prefix: &str) -> Vec<String> {
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut raw(url).await)
+            .await
+            .expect("keys");
+        keys.sort();
+        keys
+    }
+
     #[tokio::test]
     async fn redis_conformance() {
         let url = require_service!(Service::Redis);
-        let store = TicketStore::redis(&url, &prefix()).await.expect("connect");
-        conformance(store).await;
+        conformance(Arc::new(connect(config(&url, &prefix())).await)).await;
+    }
+
+    #[tokio::test]
+    async fn redis_caps() {
+        let url = require_service!(Service::Redis);
+        let store = connect(RedisTicketConfig {
+            limits: TicketLimits {
+                per_user: 3,
+                total: 10,
+            },
+            ..config(&url, &prefix())
+        })
+        .await;
+        caps(Arc::new(store), 3, 10).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -223,46 +312,74 @@ mod svc_redis {
         let url = require_service!(Service::Redis);
         let prefix = prefix();
         // Four independent connections: four server instances sharing Redis.
-        let mut stores = Vec::new();
+        let mut stores: Vec<Arc<dyn TicketStore>> = Vec::new();
         for _ in 0..4 {
-            stores.push(TicketStore::redis(&url, &prefix).await.expect("connect"));
+            stores.push(Arc::new(connect(config(&url, &prefix)).await));
         }
         for _ in 0..10 {
             exactly_one_winner(stores.clone()).await;
         }
     }
 
+    /// Neither a Redis dump nor `KEYS` shows a ticket: keys are keyed hashes
+    /// and the record holds no ticket; the TTL is the ticket's.
     #[tokio::test]
-    async fn redis_key_layout_value_and_ttl() {
+    async fn redis_stores_no_ticket_in_clear() {
         let url = require_service!(Service::Redis);
         let prefix = prefix();
-        let store = TicketStore::redis(&url, &prefix).await.expect("connect");
+        let store = connect(config(&url, &prefix)).await;
         let alice = identity("alice");
         let ticket = store
             .mint(&alice, Duration::from_secs(60))
             .await
             .expect("mint");
-        let key = format!("{prefix}sse_ticket:{}", ticket.expose());
+        let key = store.key_of(ticket.expose());
+        assert!(!key.contains(ticket.expose()));
+        assert!(key.starts_with(&format!("{prefix}sse_ticket:")));
+        let all = keys(&url, &prefix).await;
+        assert!(all.contains(&key), "{all:?}");
         let mut conn = raw(&url).await;
+        let mut dump = String::new();
+        for key in &all {
+            let kind: String = redis::cmd("TYPE")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .expect("type");
+            let text: Vec<String> = match kind.as_str() {
+                "string" => vec![
+                    redis::cmd("GET")
+                        .arg(key)
+                        .query_async(&mut conn)
+                        .await
+                        .expect("get"),
+                ],
+                "zset" => redis::cmd("ZRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("zrange"),
+                other => panic!("unexpected key type {other}"),
+            };
+            dump.push_str(key);
+            dump.push_str(&text.join("\n"));
+        }
+        assert!(
+            !dump.contains(ticket.expose()),
+            "a ticket in the clear in Redis"
+        );
+        assert!(dump.contains("alice"), "the record names its user");
         let ttl: i64 = redis::cmd("TTL")
             .arg(&key)
             .query_async(&mut conn)
             .await
             .expect("ttl");
         assert!((58..=60).contains(&ttl), "ttl {ttl}");
-        let json: String = redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .expect("get");
-        let stored: Identity = serde_json::from_str(&json).expect("identity json");
-        assert_eq!(stored, alice);
-        assert!(
-            store
-                .redeem(ticket.expose())
-                .await
-                .expect("redeem")
-                .is_some()
+        assert_eq!(
+            store.redeem(ticket.expose()).await.expect("redeem"),
+            Some(alice)
         );
         let exists: i64 = redis::cmd("EXISTS")
             .arg(&key)
@@ -272,16 +389,80 @@ mod svc_redis {
         assert_eq!(exists, 0, "redeemed ticket is deleted");
     }
 
+    /// A Redis writer cannot forge: a record written without the secret, or a
+    /// genuine record moved under another ticket's key, is refused.
+    #[tokio::test]
+    async fn redis_writer_cannot_forge_a_ticket() {
+        let url = require_service!(Service::Redis);
+        let prefix = prefix();
+        let store = connect(config(&url, &prefix)).await;
+        let mut conn = raw(&url).await;
+
+        let forged = "B".repeat(TICKET_LEN);
+        let json = serde_json::to_string(&identity("mallory")).expect("json");
+        let _: () = redis::cmd("SET")
+            .arg(store.key_of(&forged))
+            .arg(format!("mallory\nAAAA\n{json}"))
+            .arg("EX")
+            .arg(60)
+            .query_async(&mut conn)
+            .await
+            .expect("set");
+        assert_eq!(store.redeem(&forged).await.expect("redeem"), None);
+
+        let genuine = store
+            .mint(&identity("alice"), Duration::from_secs(60))
+            .await
+            .expect("mint");
+        let record: String = redis::cmd("GET")
+            .arg(store.key_of(genuine.expose()))
+            .query_async(&mut conn)
+            .await
+            .expect("get");
+        let other = "C".repeat(TICKET_LEN);
+        let _: () = redis::cmd("SET")
+            .arg(store.key_of(&other))
+            .arg(&record)
+            .arg("EX")
+            .arg(60)
+            .query_async(&mut conn)
+            .await
+            .expect("set");
+        assert_eq!(store.redeem(&other).await.expect("redeem"), None);
+        assert_eq!(store.counters().redeemed_forged, 2);
+        // A store with another secret cannot read genuine tickets either.
+        let stranger = connect(RedisTicketConfig {
+            secret: b"another-secret-of-at-least-32-chars".to_vec(),
+            ..config(&url, &prefix)
+        })
+        .await;
+        assert_eq!(
+            stranger.redeem(genuine.expose()).await.expect("redeem"),
+            None
+        );
+        assert!(
+            store
+                .redeem(genuine.expose())
+                .await
+                .expect("redeem")
+                .is_some()
+        );
+    }
+
     #[tokio::test]
     async fn redis_default_prefix_is_decnets() {
         assert_eq!(decnet_auth::DEFAULT_REDIS_PREFIX, "decnet:");
+        assert_eq!(
+            RedisTicketConfig::new("redis://x", SECRET).prefix,
+            "decnet:"
+        );
     }
 
     #[tokio::test]
     async fn redis_expired_ticket_is_refused_and_gone() {
         let url = require_service!(Service::Redis);
         let prefix = prefix();
-        let store = TicketStore::redis(&url, &prefix).await.expect("connect");
+        let store = connect(config(&url, &prefix)).await;
         let ticket = store
             .mint(&identity("alice"), Duration::from_secs(1))
             .await
@@ -292,54 +473,35 @@ mod svc_redis {
             .await
             .expect("mint");
         assert_eq!(short.ttl(), Duration::from_secs(1));
-        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let keys = [store.key_of(ticket.expose()), store.key_of(short.expose())];
+        let mut conn = raw(&url).await;
+        // Wait (bounded) until Redis itself expires both keys.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let exists: i64 = redis::cmd("EXISTS")
+                .arg(&keys[..])
+                .query_async(&mut conn)
+                .await
+                .expect("exists");
+            if exists == 0 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never expired");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         assert_eq!(store.redeem(ticket.expose()).await.expect("redeem"), None);
         assert_eq!(store.redeem(short.expose()).await.expect("redeem"), None);
-        let key = format!("{prefix}sse_ticket:{}", ticket.expose());
-        let exists: i64 = redis::cmd("EXISTS")
-            .arg(&key)
-            .query_async(&mut raw(&url).await)
-            .await
-            .expect("exists");
-        assert_eq!(exists, 0);
-    }
-
-    #[tokio::test]
-    async fn redis_corrupt_value_fails_closed() {
-        let url = require_service!(Service::Redis);
-        let prefix = prefix();
-        let store = TicketStore::redis(&url, &prefix).await.expect("connect");
-        let value = "B".repeat(TICKET_LEN);
-        let key = format!("{prefix}sse_ticket:{value}");
-        let mut conn = raw(&url).await;
-        let _: () = redis::cmd("SET")
-            .arg(&key)
-            .arg("{not an identity")
-            .arg("EX")
-            .arg(60)
-            .query_async(&mut conn)
-            .await
-            .expect("set");
-        assert_eq!(store.redeem(&value).await.expect("redeem"), None);
-        let exists: i64 = redis::cmd("EXISTS")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .expect("exists");
-        assert_eq!(exists, 0);
     }
 
     #[tokio::test]
     async fn redis_unreachable_at_connect_is_unavailable_quickly() {
-        // Needs no Redis: the point is a port where none answers. Kept here
-        // because it exercises the Redis backend.
+        // Needs no Redis: the point is a port where none answers.
         let port = test_support::free_port();
         let started = tokio::time::Instant::now();
-        let result = RedisTicketStore::connect_with_timeout(
-            &format!("redis://127.0.0.1:{port}"),
-            "x:",
-            Duration::from_millis(300),
-        )
+        let result = RedisTicketStore::connect(RedisTicketConfig {
+            timeout: Duration::from_millis(300),
+            ..config(&format!("redis://127.0.0.1:{port}"), "x:")
+        })
         .await;
         assert!(
             matches!(result, Err(TicketError::Unavailable(_))),
@@ -362,11 +524,10 @@ mod svc_redis {
             }
         });
         let started = tokio::time::Instant::now();
-        let result = RedisTicketStore::connect_with_timeout(
-            &format!("redis://{addr}"),
-            "x:",
-            Duration::from_millis(300),
-        )
+        let result = RedisTicketStore::connect(RedisTicketConfig {
+            timeout: Duration::from_millis(300),
+            ..config(&format!("redis://{addr}"), "x:")
+        })
         .await;
         assert!(
             matches!(result, Err(TicketError::Unavailable(_))),
@@ -376,74 +537,17 @@ mod svc_redis {
         hold.abort();
     }
 
-    /// A private redis-server this test starts and kills (never the shared one).
-    struct PrivateRedis {
-        child: std::process::Child,
-        url: String,
-    }
-
-    impl PrivateRedis {
-        fn start() -> Option<Self> {
-            let port = test_support::free_port();
-            let child = std::process::Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .ok()?;
-            Some(Self {
-                child,
-                url: format!("redis://127.0.0.1:{port}"),
-            })
-        }
-
-        fn kill(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    impl Drop for PrivateRedis {
-        fn drop(&mut self) {
-            self.kill();
-        }
-    }
-
     #[tokio::test]
     async fn redis_outage_after_connect_is_unavailable_and_bounded() {
         // Only runs where the shared Redis is configured (so Redis tooling is
         // installed); the server it kills is its own.
         let _shared = require_service!(Service::Redis);
-        let Some(mut server) = PrivateRedis::start() else {
-            eprintln!("SKIPPED: redis-server binary not found");
-            return;
-        };
-        let mut store = None;
-        for _ in 0..50 {
-            match RedisTicketStore::connect_with_timeout(
-                &server.url,
-                "outage:",
-                Duration::from_millis(500),
-            )
-            .await
-            {
-                Ok(connected) => {
-                    store = Some(TicketStore::from(connected));
-                    break;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-        let store = store.expect("private redis-server came up");
+        let mut server = RedisServer::start();
+        let store = connect(RedisTicketConfig {
+            timeout: Duration::from_millis(500),
+            ..config(&server.url(), "outage:")
+        })
+        .await;
         let ticket = store
             .mint(&identity("alice"), Duration::from_secs(60))
             .await

@@ -1,20 +1,21 @@
 //! The in-memory ticket store.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use tokio::time::Instant;
 
-use super::{Counters, Redeemed, Ticket, TicketCounters, TicketError, generate, well_formed};
+use super::{
+    Counters, MAX_TICKET_TTL, Redeemed, Ticket, TicketCounters, TicketError, TicketLimits,
+    TicketStore, generate, well_formed,
+};
 use crate::Identity;
 
-/// The map is swept of expired tickets on a mint once it holds at least this
-/// many (and then again once it has doubled since the last sweep).
-const SWEEP_FLOOR: usize = 1_024;
-
-/// Tickets live at most this long, whatever TTL is asked for.
-const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// How often the background sweep removes expired tickets.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 struct Entry {
@@ -22,11 +23,42 @@ struct Entry {
     expires_at: Instant,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct State {
     tickets: HashMap<String, Entry>,
-    /// Sweep on the next mint once `tickets.len()` reaches this.
-    next_sweep_at: usize,
+    /// Tickets held per user (users with none have no entry).
+    per_user: HashMap<String, usize>,
+}
+
+impl State {
+    fn remove(&mut self, ticket: &str) -> Option<Entry> {
+        let entry = self.tickets.remove(ticket)?;
+        self.release(&entry.identity.user_uuid);
+        Some(entry)
+    }
+
+    fn release(&mut self, user: &str) {
+        if let Some(n) = self.per_user.get_mut(user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_user.remove(user);
+            }
+        }
+    }
+
+    /// Remove every ticket expired at `now`.
+    fn sweep(&mut self, now: Instant) -> usize {
+        let expired: Vec<String> = self
+            .tickets
+            .iter()
+            .filter(|(_, entry)| entry.expires_at <= now)
+            .map(|(ticket, _)| ticket.clone())
+            .collect();
+        for ticket in &expired {
+            self.remove(ticket);
+        }
+        expired.len()
+    }
 }
 
 #[derive(Debug)]
@@ -34,19 +66,28 @@ struct Inner {
     // std Mutex: every critical section is one map operation or one sweep,
     // never an `.await`.
     state: Mutex<State>,
-    max_entries: Option<usize>,
+    limits: TicketLimits,
     counters: Counters,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock means a panic mid-operation elsewhere; the maps of
+        // independent entries are still consistent enough to keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Tickets in a process-local map (single instance deployments, the demo,
 /// tests). Cheap to clone: clones share the map.
 ///
-/// Bounded: expired tickets are swept on mint whenever the map has reached
-/// 1,024 entries or doubled since the previous sweep (amortised O(1) per mint),
-/// so the map holds at most about twice the tickets minted within one TTL. With
-/// [`MemoryTicketStore::with_max_entries`] a mint that would exceed the cap,
-/// after a sweep, fails with [`TicketError::Full`] instead. Time is
-/// `tokio::time::Instant`, so tests can pause and advance it.
+/// Bounded: at most [`TicketLimits::per_user`] live tickets per user and
+/// [`TicketLimits::total`] in all (expired tickets are swept before a mint is
+/// refused). Expired tickets are also removed every 10 s by a background task
+/// (started when the store is created inside a Tokio runtime; it ends with the
+/// last clone), so memory returns to its baseline after a mint flood even when
+/// nobody mints again. Time is `tokio::time::Instant`, so tests can pause and
+/// advance it.
 #[derive(Debug, Clone)]
 pub struct MemoryTicketStore {
     inner: Arc<Inner>,
@@ -54,68 +95,66 @@ pub struct MemoryTicketStore {
 
 impl Default for MemoryTicketStore {
     fn default() -> Self {
-        Self::new()
+        Self::new(TicketLimits::default())
     }
 }
 
 impl MemoryTicketStore {
-    /// An empty store without a cap on live tickets.
-    pub fn new() -> Self {
-        Self::build(None)
-    }
-
-    /// An empty store holding at most `max_entries` live tickets.
-    pub fn with_max_entries(max_entries: usize) -> Self {
-        Self::build(Some(max_entries))
-    }
-
-    fn build(max_entries: Option<usize>) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                state: Mutex::new(State {
-                    tickets: HashMap::new(),
-                    next_sweep_at: SWEEP_FLOOR,
-                }),
-                max_entries,
-                counters: Counters::default(),
-            }),
+    /// An empty store with these limits.
+    pub fn new(limits: TicketLimits) -> Self {
+        let inner = Arc::new(Inner {
+            state: Mutex::new(State::default()),
+            limits,
+            counters: Counters::default(),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(sweep_loop(Arc::downgrade(&inner)));
         }
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        // A poisoned lock means a panic mid-operation elsewhere; the map of
-        // independent entries is still consistent.
-        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+        Self { inner }
     }
 
     /// Mint a ticket for `identity`, valid for `ttl` (at most 24 h).
     ///
     /// # Errors
     ///
-    /// [`TicketError::Random`] when the OS random number generator fails;
-    /// [`TicketError::Full`] when the store has a cap and holds that many live
-    /// tickets.
-    pub fn mint(&self, identity: &Identity, ttl: Duration) -> Result<Ticket, TicketError> {
-        let value = generate().inspect_err(|_| self.inner.counters.failed())?;
+    /// As [`TicketStore::mint`], never `Unavailable`.
+    pub fn mint_now(&self, identity: &Identity, ttl: Duration) -> Result<Ticket, TicketError> {
+        let counters = &self.inner.counters;
+        let value = generate().inspect_err(|_| counters.failed())?;
         let now = Instant::now();
-        let ttl = ttl.min(MAX_TTL);
+        let ttl = ttl.min(MAX_TICKET_TTL);
         let expires_at = now.checked_add(ttl).unwrap_or(now);
+        let limits = self.inner.limits;
         {
-            let mut state = self.state();
-            let full = self
-                .inner
-                .max_entries
-                .is_some_and(|max| state.tickets.len() >= max);
-            if full || state.tickets.len() >= state.next_sweep_at {
-                sweep(&mut state, now);
+            let mut state = self.inner.state();
+            let held = |state: &State| {
+                state
+                    .per_user
+                    .get(&identity.user_uuid)
+                    .copied()
+                    .unwrap_or(0)
+            };
+            if held(&state) >= limits.per_user || state.tickets.len() >= limits.total {
+                state.sweep(now);
             }
-            if let Some(limit) = self.inner.max_entries
-                && state.tickets.len() >= limit
-            {
+            if held(&state) >= limits.per_user {
                 drop(state);
-                self.inner.counters.failed();
-                return Err(TicketError::Full { limit });
+                counters.refused();
+                return Err(TicketError::UserLimit {
+                    limit: limits.per_user,
+                });
             }
+            if state.tickets.len() >= limits.total {
+                drop(state);
+                counters.refused();
+                return Err(TicketError::Full {
+                    limit: limits.total,
+                });
+            }
+            *state
+                .per_user
+                .entry(identity.user_uuid.clone())
+                .or_insert(0) += 1;
             state.tickets.insert(
                 value.clone(),
                 Entry {
@@ -124,16 +163,16 @@ impl MemoryTicketStore {
                 },
             );
         }
-        self.inner.counters.minted();
+        counters.minted();
         Ok(Ticket { value, ttl })
     }
 
     /// Redeem `ticket`: removed in one step whatever the outcome; the identity
     /// when it was live, `None` when unknown, malformed, already redeemed or
     /// expired.
-    pub fn redeem(&self, ticket: &str) -> Option<Identity> {
+    pub fn redeem_now(&self, ticket: &str) -> Option<Identity> {
         let outcome = if well_formed(ticket) {
-            self.state().tickets.remove(ticket)
+            self.inner.state().remove(ticket)
         } else {
             None
         };
@@ -154,18 +193,15 @@ impl MemoryTicketStore {
         }
     }
 
-    /// Remove every expired ticket now; returns how many were removed. Mints
-    /// sweep on their own; a binary may also call this on a timer.
+    /// Remove every expired ticket now; returns how many were removed. The
+    /// background task does this every 10 s.
     pub fn sweep_expired(&self) -> usize {
-        let mut state = self.state();
-        let before = state.tickets.len();
-        sweep(&mut state, Instant::now());
-        before - state.tickets.len()
+        self.inner.state().sweep(Instant::now())
     }
 
     /// How many tickets the map holds (expired ones not yet swept included).
     pub fn len(&self) -> usize {
-        self.state().tickets.len()
+        self.inner.state().tickets.len()
     }
 
     /// Whether the map holds no ticket.
@@ -173,24 +209,61 @@ impl MemoryTicketStore {
         self.len() == 0
     }
 
-    /// A snapshot of this store's counters.
-    pub fn counters(&self) -> TicketCounters {
-        self.inner.counters.snapshot()
+    /// Live tickets held by `user_uuid` (expired ones not yet swept included).
+    pub fn held_by(&self, user_uuid: &str) -> usize {
+        self.inner
+            .state()
+            .per_user
+            .get(user_uuid)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
-fn sweep(state: &mut State, now: Instant) {
-    state.tickets.retain(|_, entry| entry.expires_at > now);
-    state.next_sweep_at = SWEEP_FLOOR.max(state.tickets.len().saturating_mul(2));
+async fn sweep_loop(store: Weak<Inner>) {
+    let mut ticker = tokio::time::interval(SWEEP_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let Some(inner) = store.upgrade() else { return };
+        inner.state().sweep(Instant::now());
+    }
+}
+
+impl TicketStore for MemoryTicketStore {
+    fn mint<'a>(
+        &'a self,
+        identity: &'a Identity,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Ticket, TicketError>> {
+        futures::future::ready(self.mint_now(identity, ttl)).boxed()
+    }
+
+    fn redeem<'a>(
+        &'a self,
+        ticket: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Identity>, TicketError>> {
+        futures::future::ready(Ok(self.redeem_now(ticket))).boxed()
+    }
+
+    fn counters(&self) -> TicketCounters {
+        let live = u64::try_from(self.len()).unwrap_or(u64::MAX);
+        self.inner.counters.snapshot(live)
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn identity() -> Identity {
+    fn identity(user: &str) -> Identity {
         Identity {
-            user_uuid: "u1".into(),
+            user_uuid: user.into(),
             role: "viewer".into(),
             must_change_password: false,
             jti: "j1".into(),
@@ -199,50 +272,79 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn sweep_runs_at_the_floor_and_bounds_the_map() {
-        let store = MemoryTicketStore::new();
-        let ttl = Duration::from_secs(1);
-        for _ in 0..SWEEP_FLOOR - 1 {
-            store.mint(&identity(), ttl).expect("mint");
-        }
-        tokio::time::advance(Duration::from_secs(2)).await;
-        // Below the floor before this mint: no sweep yet.
-        store.mint(&identity(), ttl).expect("mint");
-        assert_eq!(store.len(), SWEEP_FLOOR);
-        // At the floor: this mint sweeps the 1,023 expired tickets first.
-        store.mint(&identity(), ttl).expect("mint");
-        assert_eq!(store.len(), 2);
+    fn store(per_user: usize, total: usize) -> MemoryTicketStore {
+        MemoryTicketStore::new(TicketLimits { per_user, total })
     }
 
     #[tokio::test(start_paused = true)]
-    async fn cap_refuses_when_full_of_live_tickets_and_recovers_after_expiry() {
-        let store = MemoryTicketStore::with_max_entries(3);
+    async fn per_user_cap_refuses_and_frees_on_redeem_and_expiry() {
+        let store = store(2, 100);
         let ttl = Duration::from_secs(5);
-        for _ in 0..3 {
-            store.mint(&identity(), ttl).expect("mint");
+        let a = store.mint_now(&identity("u"), ttl).expect("mint");
+        store.mint_now(&identity("u"), ttl).expect("mint");
+        assert!(matches!(
+            store.mint_now(&identity("u"), ttl),
+            Err(TicketError::UserLimit { limit: 2 })
+        ));
+        // Other users are not affected.
+        store.mint_now(&identity("v"), ttl).expect("other user");
+        assert!(store.redeem_now(a.expose()).is_some());
+        store
+            .mint_now(&identity("u"), ttl)
+            .expect("a slot came back");
+        tokio::time::advance(ttl).await;
+        store
+            .mint_now(&identity("u"), ttl)
+            .expect("expired ones are swept");
+        assert_eq!(store.held_by("u"), 1);
+        assert_eq!(store.counters().refused, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn total_cap_refuses_when_full_of_live_tickets_and_recovers_after_expiry() {
+        let store = store(100, 3);
+        let ttl = Duration::from_secs(5);
+        for user in ["a", "b", "c"] {
+            store.mint_now(&identity(user), ttl).expect("mint");
         }
         assert!(matches!(
-            store.mint(&identity(), ttl),
+            store.mint_now(&identity("d"), ttl),
             Err(TicketError::Full { limit: 3 })
         ));
         tokio::time::advance(ttl).await;
-        store.mint(&identity(), ttl).expect("mint after expiry");
+        store
+            .mint_now(&identity("d"), ttl)
+            .expect("mint after expiry");
         assert_eq!(store.len(), 1);
-        assert_eq!(store.counters().failures, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_background_sweep_empties_the_map_without_new_mints() {
+        let store = store(100_000, 100_000);
+        for n in 0..1_000 {
+            store
+                .mint_now(&identity(&format!("u{n}")), Duration::from_secs(1))
+                .expect("mint");
+        }
+        assert_eq!(store.len(), 1_000);
+        // Past the TTL and one sweep period: the task removed them all.
+        tokio::time::sleep(SWEEP_EVERY * 2).await;
+        assert_eq!(store.len(), 0);
+        assert_eq!(store.held_by("u1"), 0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn sweep_expired_reports_what_it_removed() {
-        let store = MemoryTicketStore::new();
+        let store = store(10, 10);
         store
-            .mint(&identity(), Duration::from_secs(1))
+            .mint_now(&identity("u"), Duration::from_secs(1))
             .expect("mint");
         store
-            .mint(&identity(), Duration::from_secs(10))
+            .mint_now(&identity("u"), Duration::from_secs(10))
             .expect("mint");
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(store.sweep_expired(), 1);
         assert_eq!(store.len(), 1);
+        assert_eq!(store.held_by("u"), 1);
     }
 }

@@ -7,6 +7,13 @@
 //! ([`TICKET_LEN`] = 43 characters), bound to the [`Identity`] it was minted
 //! for, valid for a TTL, and redeemed by *removing* it in one step: two racing
 //! redemptions cannot both succeed, and an expired ticket is removed too.
+//!
+//! Where tickets live is the [`TicketStore`] seam (dyn-compatible, held as
+//! `Arc<dyn TicketStore>`, the policy of every backend seam in this project):
+//! [`MemoryTicketStore`] for one instance, `RedisTicketStore` (feature
+//! `redis`) for every instance behind a load balancer. Both bound what a
+//! client can make them hold ([`TicketLimits`]): live tickets per user and in
+//! total.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +21,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::future::BoxFuture;
 
 use crate::{BoxError, Identity};
 
@@ -23,14 +31,37 @@ mod redis;
 
 pub use memory::MemoryTicketStore;
 #[cfg(feature = "redis")]
-pub use redis::RedisTicketStore;
+pub use redis::{RedisTicketConfig, RedisTicketStore};
 
 /// Length of a ticket: 32 random bytes in base64url without padding.
 pub const TICKET_LEN: usize = 43;
 
-/// The key prefix the Redis store uses unless told otherwise
-/// (keys are `<prefix>sse_ticket:<ticket>`).
+/// The key prefix the Redis store uses unless told otherwise.
 pub const DEFAULT_REDIS_PREFIX: &str = "decnet:";
+
+/// Tickets live at most this long, whatever TTL is asked for.
+pub const MAX_TICKET_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Bounds on the tickets a store holds (DECNET has none: a mint flood grows
+/// its dict without limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TicketLimits {
+    /// Live (minted, unredeemed, unexpired) tickets per user; a mint beyond is
+    /// refused with [`TicketError::UserLimit`] (HTTP 429). Default 20.
+    pub per_user: usize,
+    /// Live tickets in the whole store; a mint beyond is refused with
+    /// [`TicketError::Full`] (HTTP 503). Default 100,000.
+    pub total: usize,
+}
+
+impl Default for TicketLimits {
+    fn default() -> Self {
+        TicketLimits {
+            per_user: 20,
+            total: 100_000,
+        }
+    }
+}
 
 /// A freshly minted ticket.
 ///
@@ -66,15 +97,20 @@ impl fmt::Display for Ticket {
     }
 }
 
-/// Why a ticket could not be minted or redeemed. The server answers 503 for
-/// each of them: none of them says anything about the caller's credentials.
+/// Why a ticket could not be minted or redeemed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TicketError {
-    /// The backing store failed or did not answer in time.
+    /// The backing store failed or did not answer in time (HTTP 503).
     #[error("ticket store unavailable")]
     Unavailable(#[source] BoxError),
-    /// The in-memory store holds its maximum of live tickets.
+    /// The user already holds this many live tickets (HTTP 429).
+    #[error("ticket limit ({limit}) reached for this user")]
+    UserLimit {
+        /// The per-user maximum.
+        limit: usize,
+    },
+    /// The store holds its maximum of live tickets (HTTP 503).
     #[error("ticket store full ({limit} live tickets)")]
     Full {
         /// The configured maximum.
@@ -91,6 +127,8 @@ pub enum TicketError {
 pub struct TicketCounters {
     /// Tickets minted.
     pub minted: u64,
+    /// Mints refused because the user or the store held its maximum.
+    pub refused: u64,
     /// Redemptions that returned an identity.
     pub redeemed_ok: u64,
     /// Redemptions of an unknown (never minted, already redeemed, or malformed)
@@ -99,17 +137,25 @@ pub struct TicketCounters {
     pub redeemed_unknown: u64,
     /// Redemptions of a ticket found but past its TTL (memory store).
     pub redeemed_expired: u64,
-    /// Mints and redemptions that failed with a [`TicketError`].
+    /// Redemptions of a stored value that failed its integrity check (a
+    /// value written into Redis by someone without the key; Redis store).
+    pub redeemed_forged: u64,
+    /// Mints and redemptions that failed with [`TicketError::Unavailable`]
+    /// or [`TicketError::Random`].
     pub failures: u64,
+    /// Live tickets held now (memory store; the Redis store reports 0).
+    pub live: u64,
 }
 
 /// Live counters shared by the clones of one store.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     minted: AtomicU64,
+    refused: AtomicU64,
     redeemed_ok: AtomicU64,
     redeemed_unknown: AtomicU64,
     redeemed_expired: AtomicU64,
+    redeemed_forged: AtomicU64,
     failures: AtomicU64,
 }
 
@@ -119,6 +165,8 @@ pub(crate) enum Redeemed {
     Ok,
     Unknown,
     Expired,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code, reason = "Redis store only"))]
+    Forged,
 }
 
 impl Counters {
@@ -126,11 +174,16 @@ impl Counters {
         self.minted.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn redeemed(&self, outcome: Redeemed) {
         let counter = match outcome {
             Redeemed::Ok => &self.redeemed_ok,
             Redeemed::Unknown => &self.redeemed_unknown,
             Redeemed::Expired => &self.redeemed_expired,
+            Redeemed::Forged => &self.redeemed_forged,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -139,13 +192,16 @@ impl Counters {
         self.failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self) -> TicketCounters {
+    pub(crate) fn snapshot(&self, live: u64) -> TicketCounters {
         TicketCounters {
             minted: self.minted.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
             redeemed_ok: self.redeemed_ok.load(Ordering::Relaxed),
             redeemed_unknown: self.redeemed_unknown.load(Ordering::Relaxed),
             redeemed_expired: self.redeemed_expired.load(Ordering::Relaxed),
+            redeemed_forged: self.redeemed_forged.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
+            live,
         }
     }
 }
@@ -166,96 +222,47 @@ pub(crate) fn well_formed(ticket: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Where tickets live: one backend chosen at run time. Cheap to clone (clones
-/// share the same tickets and counters).
+/// Where tickets live.
 ///
 /// After redeeming, re-check the identity with
 /// [`crate::TokenVerifier::revalidate`]: the token it came from may have been
 /// revoked, or the user deleted, since the ticket was minted.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum TicketStore {
-    /// In-process map: single instance deployments, the demo, tests.
-    Memory(MemoryTicketStore),
-    /// Redis: single-use across every instance sharing the Redis server.
-    #[cfg(feature = "redis")]
-    Redis(RedisTicketStore),
-}
-
-impl TicketStore {
-    /// An empty in-memory store without a size cap.
-    pub fn memory() -> Self {
-        TicketStore::Memory(MemoryTicketStore::new())
-    }
-
-    /// A Redis store at `url` (`redis://...`) with keys
-    /// `<prefix>sse_ticket:<ticket>` (pass [`DEFAULT_REDIS_PREFIX`] for
-    /// DECNET's), each command bounded by a 2 s timeout.
+pub trait TicketStore: Send + Sync + 'static {
+    /// Mint a single-use ticket for `identity`, valid for `ttl` (at most
+    /// [`MAX_TICKET_TTL`]).
     ///
     /// # Errors
     ///
-    /// [`TicketError::Unavailable`] when the URL is invalid or Redis cannot be
-    /// reached in time.
-    #[cfg(feature = "redis")]
-    pub async fn redis(url: &str, prefix: &str) -> Result<Self, TicketError> {
-        RedisTicketStore::connect(url, prefix)
-            .await
-            .map(TicketStore::Redis)
-    }
-
-    /// Mint a single-use ticket for `identity`, valid for `ttl`.
-    ///
-    /// # Errors
-    ///
-    /// [`TicketError::Random`] when the OS random number generator fails,
-    /// [`TicketError::Full`] when a capped memory store is full,
-    /// [`TicketError::Unavailable`] when Redis fails or times out.
-    pub async fn mint(&self, identity: &Identity, ttl: Duration) -> Result<Ticket, TicketError> {
-        match self {
-            TicketStore::Memory(store) => store.mint(identity, ttl),
-            #[cfg(feature = "redis")]
-            TicketStore::Redis(store) => store.mint(identity, ttl).await,
-        }
-    }
+    /// [`TicketError::UserLimit`] when the user holds
+    /// [`TicketLimits::per_user`] live tickets, [`TicketError::Full`] at
+    /// [`TicketLimits::total`], [`TicketError::Random`] when the OS random
+    /// number generator fails, [`TicketError::Unavailable`] when the backing
+    /// store fails or times out.
+    fn mint<'a>(
+        &'a self,
+        identity: &'a Identity,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Ticket, TicketError>>;
 
     /// Redeem `ticket`: the identity it was minted for, or `None` when it is
-    /// unknown, malformed, already redeemed or expired. The ticket is deleted
-    /// whatever the outcome (an expired one too), so it can never be redeemed
-    /// twice.
+    /// unknown, malformed, already redeemed, expired or fails its integrity
+    /// check. The ticket is deleted whatever the outcome (an expired one too),
+    /// so it can never be redeemed twice.
     ///
     /// # Errors
     ///
-    /// [`TicketError::Unavailable`] when Redis fails or times out (the ticket
-    /// may or may not have been consumed).
-    pub async fn redeem(&self, ticket: &str) -> Result<Option<Identity>, TicketError> {
-        match self {
-            TicketStore::Memory(store) => Ok(store.redeem(ticket)),
-            #[cfg(feature = "redis")]
-            TicketStore::Redis(store) => store.redeem(ticket).await,
-        }
-    }
+    /// [`TicketError::Unavailable`] when the backing store fails or times out
+    /// (the ticket may or may not have been consumed).
+    fn redeem<'a>(
+        &'a self,
+        ticket: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Identity>, TicketError>>;
 
     /// A snapshot of this store's counters.
-    pub fn counters(&self) -> TicketCounters {
-        match self {
-            TicketStore::Memory(store) => store.counters(),
-            #[cfg(feature = "redis")]
-            TicketStore::Redis(store) => store.counters(),
-        }
-    }
-}
+    fn counters(&self) -> TicketCounters;
 
-impl From<MemoryTicketStore> for TicketStore {
-    fn from(store: MemoryTicketStore) -> Self {
-        TicketStore::Memory(store)
-    }
-}
-
-#[cfg(feature = "redis")]
-impl From<RedisTicketStore> for TicketStore {
-    fn from(store: RedisTicketStore) -> Self {
-        TicketStore::Redis(store)
-    }
+    /// A short name for logs and readiness: `"memory"`, `"redis"`, ...
+    fn kind(&self) -> &'static str;
 }
 
 #[cfg(test)]
