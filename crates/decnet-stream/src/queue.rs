@@ -19,11 +19,16 @@ pub(crate) enum Pushed {
 #[derive(Debug, Default)]
 struct Inner {
     frames: VecDeque<Bytes>,
+    /// Bytes of `frames`.
+    bytes: usize,
     /// Frames dropped since the consumer last took the queue.
     dropped: u64,
 }
 
 /// One stream's queue. The hub pushes (never blocking), the stream drains.
+///
+/// Bounded by frames and by bytes: a burst of large events lags the stream
+/// (resync) instead of piling up.
 ///
 /// A `std::sync::Mutex` guards it: both sides hold it only to move `Bytes`
 /// handles, never across an `.await`.
@@ -31,17 +36,16 @@ struct Inner {
 pub(crate) struct FrameQueue {
     inner: Mutex<Inner>,
     capacity: usize,
+    max_bytes: usize,
     notify: Notify,
 }
 
 impl FrameQueue {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
-            inner: Mutex::new(Inner {
-                frames: VecDeque::with_capacity(capacity.min(16)),
-                dropped: 0,
-            }),
+            inner: Mutex::new(Inner::default()),
             capacity: capacity.max(1),
+            max_bytes: max_bytes.max(1),
             notify: Notify::new(),
         }
     }
@@ -50,18 +54,21 @@ impl FrameQueue {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queue a frame without blocking. When the queue is full the stream has
-    /// fallen behind: its queued frames are discarded (a fresh snapshot will
-    /// replace them) and counted as dropped.
+    /// Queue a frame without blocking. When the queue is full (frames or
+    /// bytes) the stream has fallen behind: its queued frames are discarded
+    /// (a fresh snapshot will replace them) and counted as dropped.
     pub(crate) fn push(&self, frame: Bytes) -> Pushed {
         let pushed = {
             let mut inner = self.lock();
-            if inner.frames.len() >= self.capacity {
+            let over_bytes = inner.bytes.saturating_add(frame.len()) > self.max_bytes;
+            if inner.frames.len() >= self.capacity || (over_bytes && !inner.frames.is_empty()) {
                 let n = inner.frames.len() as u64 + 1;
                 inner.frames.clear();
+                inner.bytes = 0;
                 inner.dropped += n;
                 Pushed::Lagged(n)
             } else {
+                inner.bytes = inner.bytes.saturating_add(frame.len());
                 inner.frames.push_back(frame);
                 Pushed::Queued
             }
@@ -76,6 +83,7 @@ impl FrameQueue {
     pub(crate) fn take(&self, spare: &mut VecDeque<Bytes>) -> u64 {
         let mut inner = self.lock();
         std::mem::swap(&mut inner.frames, spare);
+        inner.bytes = 0;
         std::mem::take(&mut inner.dropped)
     }
 
@@ -109,7 +117,7 @@ mod tests {
 
     #[test]
     fn overflow_empties_and_counts() {
-        let queue = FrameQueue::new(2);
+        let queue = FrameQueue::new(2, 1 << 20);
         assert_eq!(queue.push(Bytes::from_static(b"a")), Pushed::Queued);
         assert_eq!(queue.push(Bytes::from_static(b"b")), Pushed::Queued);
         assert_eq!(queue.push(Bytes::from_static(b"c")), Pushed::Lagged(3));
@@ -118,6 +126,19 @@ mod tests {
         assert_eq!(queue.take(&mut spare), 3);
         assert_eq!(spare, [Bytes::from_static(b"d")]);
         assert_eq!(queue.take(&mut VecDeque::new()), 0);
+    }
+
+    #[test]
+    fn the_byte_bound_lags_a_stream_of_large_frames() {
+        let queue = FrameQueue::new(100, 10);
+        // One frame larger than the bound is queued alone (never starved).
+        assert_eq!(queue.push(Bytes::from(vec![b'x'; 50])), Pushed::Queued);
+        assert_eq!(queue.push(Bytes::from_static(b"y")), Pushed::Lagged(2));
+        assert_eq!(queue.push(Bytes::from_static(b"0123456")), Pushed::Queued);
+        assert_eq!(queue.push(Bytes::from_static(b"789")), Pushed::Queued);
+        assert_eq!(queue.push(Bytes::from_static(b"a")), Pushed::Lagged(3));
+        let mut spare = VecDeque::new();
+        assert_eq!(queue.take(&mut spare), 5);
     }
 
     #[test]

@@ -1,121 +1,139 @@
-//! One attacker stream: the `Stream<Item = Bytes>` an HTTP body is made of.
+//! One stream: the `Stream<Item = Bytes>` an HTTP body is made of.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use bytes::Bytes;
-use decnet_repo::Repository;
 use futures::Stream;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use tokio::time::{Instant, Sleep};
 
-use crate::frames::{INTERRUPTED, SESSION_EXPIRED, lagged_resync_frame, snapshot_frame};
-use crate::hub::{AbortOnDrop, Inner, OpenOptions, Registration};
+use crate::frames::{INTERRUPTED, SESSION_EXPIRED, lagged_resync_frame};
 use crate::queue::coalesce;
-use crate::session::{SessionCheck, SessionVerdict};
+use crate::registry::Registration;
+use crate::session::{SessionEnd, SessionFlag, SessionWatch};
+use crate::stats::add;
 
-/// The frames of one attacker stream, as a `Stream<Item = Bytes>`.
+/// The frames of one stream, as a `Stream<Item = Bytes>`.
 ///
 /// It ends after an `error` frame, on hub shutdown, or never (until dropped).
 /// Dropping it releases everything it holds: its index entry, its queue, and
-/// the guard given in [`OpenOptions::guard`] (the connection slot).
-pub struct AttackerStream {
+/// the guard given in [`crate::OpenOptions::guard`] (the connection slot).
+pub struct EventStream {
     inner: BoxStream<'static, Bytes>,
+    watch: Option<SessionWatch>,
+    /// The untaken watch, driven by the body from its first poll on.
+    watching: Option<BoxFuture<'static, SessionEnd>>,
+    flag: Option<Arc<SessionFlag>>,
 }
 
-impl std::fmt::Debug for AttackerStream {
+impl std::fmt::Debug for EventStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AttackerStream").finish_non_exhaustive()
+        f.debug_struct("EventStream").finish_non_exhaustive()
     }
 }
 
-impl AttackerStream {
-    pub(crate) fn new(driver: Driver) -> Self {
+impl EventStream {
+    pub(crate) fn new(driver: Driver, watch: Option<SessionWatch>) -> Self {
+        let flag = driver.flag.clone();
         let inner = futures::stream::unfold(driver, |mut driver| async move {
             let chunk = driver.next_chunk().await?;
             Some((chunk, driver))
         });
         Self {
             inner: Box::pin(inner),
+            watch,
+            watching: None,
+            flag,
         }
+    }
+
+    /// Take the watch of this stream's session, to poll it from a task that
+    /// runs whatever the client does (see [`SessionWatch`]). Without this,
+    /// the stream checks its session itself, but only while it is polled.
+    pub fn take_session_watch(&mut self) -> Option<SessionWatch> {
+        self.watch.take()
+    }
+
+    /// Why the session ended this stream, if it did.
+    pub fn session_ended(&self) -> Option<SessionEnd> {
+        self.flag.as_ref().and_then(|f| f.ended())
     }
 }
 
-impl Stream for AttackerStream {
+impl Stream for EventStream {
     type Item = Bytes;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        self.inner.as_mut().poll_next(cx)
+        let this = &mut *self;
+        // An untaken watch runs here, while the body is polled.
+        if let Some(watch) = this.watch.take() {
+            this.watching = Some(Box::pin(async move { watch.ended().await }));
+        }
+        if let Some(watching) = this.watching.as_mut()
+            && watching.as_mut().poll(cx).is_ready()
+        {
+            this.watching = None;
+        }
+        this.inner.as_mut().poll_next(cx)
     }
 }
 
-/// The state machine behind an [`AttackerStream`].
+/// The state machine behind an [`EventStream`].
 ///
-/// One timer serves the keepalive, the session expiry and the periodic
-/// revalidation: it is armed for the earliest of the three and re-armed when
-/// it fires early (the keepalive deadline moves on with every frame without
-/// touching the timer, so a busy stream does no timer work per frame).
+/// One timer serves the keepalive: the deadline moves on with every frame
+/// without touching the timer, which is re-armed only when it fires early,
+/// so a busy stream does no timer work per frame. The session is checked by
+/// its [`SessionWatch`]; the driver only reacts to the flag it raises.
 pub(crate) struct Driver {
-    hub: Arc<Inner>,
     registration: Registration,
     pending: VecDeque<Bytes>,
     spare: VecDeque<Bytes>,
     keepalive_at: Instant,
-    session: Option<Arc<dyn SessionCheck>>,
-    session_expires_at: Option<Instant>,
-    revalidate_at: Instant,
     timer: Pin<Box<Sleep>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    flag: Option<Arc<SessionFlag>>,
     ended: bool,
     _guard: Option<Box<dyn Send + Sync>>,
-    _pump: Option<AbortOnDrop>,
-}
-
-fn instant_of(at: SystemTime) -> Instant {
-    let now = Instant::now();
-    match at.duration_since(SystemTime::now()) {
-        Ok(ahead) => now + ahead,
-        Err(_) => now,
-    }
+    #[cfg(feature = "ablation")]
+    pub(crate) _pump: Option<crate::ablation::AbortOnDrop>,
 }
 
 impl Driver {
     pub(crate) fn new(
-        hub: Arc<Inner>,
         registration: Registration,
         initial: Vec<Bytes>,
-        options: OpenOptions,
-        pump: Option<AbortOnDrop>,
+        flag: Option<Arc<SessionFlag>>,
+        guard: Option<Box<dyn Send + Sync>>,
     ) -> Self {
-        let now = Instant::now();
-        let session_expires_at = options
-            .session
-            .as_ref()
-            .and_then(|s| s.expires_at())
-            .map(instant_of);
-        let keepalive_at = now + hub.config.keepalive;
-        let mut driver = Self {
+        let keepalive = registration.shared.config.keepalive;
+        let keepalive_at = Instant::now() + keepalive;
+        Self {
             keepalive_at,
-            revalidate_at: now + hub.config.revalidate_every,
             timer: Box::pin(tokio::time::sleep_until(keepalive_at)),
-            shutdown: hub.shutdown.subscribe(),
-            hub,
+            shutdown: registration.shared.shutdown.subscribe(),
             registration,
             pending: initial.into(),
             spare: VecDeque::new(),
-            session: options.session,
-            session_expires_at,
+            flag,
             ended: false,
-            _guard: options.guard,
-            _pump: pump,
-        };
-        let first = driver.next_deadline();
-        driver.timer.as_mut().reset(first);
-        driver
+            _guard: guard,
+            #[cfg(feature = "ablation")]
+            _pump: None,
+        }
+    }
+
+    #[cfg(feature = "ablation")]
+    pub(crate) fn queue(&self) -> Arc<crate::queue::FrameQueue> {
+        self.registration.queue.clone()
+    }
+
+    #[cfg(feature = "ablation")]
+    pub(crate) fn shared(&self) -> &Arc<crate::registry::Shared> {
+        &self.registration.shared
     }
 
     fn end_with(&mut self, frame: &'static [u8]) {
@@ -123,74 +141,47 @@ impl Driver {
         self.ended = true;
     }
 
-    fn session_ended(&mut self) {
-        self.hub
-            .metrics
-            .sessions_expired
-            .fetch_add(1, Ordering::Relaxed);
-        self.end_with(SESSION_EXPIRED);
-    }
-
-    /// The earliest moment the timer must wake the stream.
-    fn next_deadline(&self) -> Instant {
-        let mut at = self.keepalive_at;
-        if self.session.is_some() {
-            at = at.min(self.revalidate_at);
-        }
-        if let Some(expires) = self.session_expires_at {
-            at = at.min(expires);
-        }
-        at
-    }
-
     /// A chunk is about to be sent: the keepalive is due one interval later.
     fn sent(&mut self, chunk: Bytes) -> Option<Bytes> {
-        self.keepalive_at = Instant::now() + self.hub.config.keepalive;
+        self.keepalive_at = Instant::now() + self.registration.shared.config.keepalive;
         Some(chunk)
     }
 
     /// Send the client a resync and a fresh snapshot after its queue overflowed.
     async fn resync(&mut self, dropped: u64) {
-        self.hub.metrics.resyncs.fetch_add(1, Ordering::Relaxed);
+        add(&self.registration.shared.counters.resyncs, 1);
         self.pending.push_back(lagged_resync_frame(dropped));
-        let attacker = self.registration.attacker_uuid().to_owned();
-        match self
-            .hub
-            .repo
-            .latest_observation_per_primitive(&attacker)
-            .await
-        {
-            Ok(rows) => self.pending.push_back(snapshot_frame(&attacker, &rows)),
+        match self.registration.snapshot().await {
+            Ok(Some(snapshot)) => self.pending.push_back(snapshot),
+            Ok(None) => self.end_with(INTERRUPTED),
             Err(error) => {
-                tracing::warn!(attacker_uuid = %attacker, %error, "resync snapshot failed; ending stream");
+                tracing::warn!(key = %self.registration.key, %error, "resync snapshot failed; ending stream");
                 self.end_with(INTERRUPTED);
             }
         }
     }
 
-    /// The timer fired: do whatever is due, or re-arm it if nothing is yet.
-    async fn on_timer(&mut self) -> Option<Bytes> {
-        let now = Instant::now();
-        if self.session_expires_at.is_some_and(|at| at <= now) {
-            self.session_ended();
-            return None;
-        }
-        if self.session.is_some() && self.revalidate_at <= now {
-            self.revalidate_at = now + self.hub.config.revalidate_every;
-            if let Some(session) = self.session.clone()
-                && session.revalidate().await == SessionVerdict::Ended
-            {
-                self.session_ended();
-                return None;
+    /// The session ended: the last frame says why.
+    fn session_ended(&mut self, why: SessionEnd) {
+        match why {
+            SessionEnd::Expired => {
+                add(&self.registration.shared.counters.sessions_expired, 1);
+                self.end_with(SESSION_EXPIRED);
             }
+            SessionEnd::Unverifiable => self.end_with(INTERRUPTED),
         }
-        let keepalive = (self.keepalive_at <= now).then(decnet_sse::keepalive);
-        if keepalive.is_some() {
-            self.keepalive_at = now + self.hub.config.keepalive;
+    }
+
+    /// The timer fired: a keepalive if it is due, else re-arm.
+    fn on_timer(&mut self) -> Option<Bytes> {
+        let now = Instant::now();
+        if self.keepalive_at <= now {
+            self.keepalive_at = now + self.registration.shared.config.keepalive;
+            self.timer.as_mut().reset(self.keepalive_at);
+            return Some(decnet_sse::keepalive());
         }
-        let next = self.next_deadline();
-        self.timer.as_mut().reset(next);
-        keepalive
+        self.timer.as_mut().reset(self.keepalive_at);
+        None
     }
 
     /// The next chunk of bytes for the client, or `None` when the stream ends.
@@ -201,6 +192,10 @@ impl Driver {
             }
             if self.ended || *self.shutdown.borrow() {
                 return None;
+            }
+            if let Some(why) = self.flag.as_ref().and_then(|f| f.ended()) {
+                self.session_ended(why);
+                continue;
             }
             let dropped = self.registration.queue.take(&mut self.spare);
             if dropped > 0 {
@@ -219,6 +214,13 @@ impl Driver {
                 return self.sent(chunk);
             }
             let queue = self.registration.queue.clone();
+            let flag = self.flag.clone();
+            let session = async {
+                match &flag {
+                    Some(flag) => flag.wait().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 changed = self.shutdown.changed() => {
@@ -226,19 +228,14 @@ impl Driver {
                         return None;
                     }
                 }
+                () = session => {}
                 () = queue.wait() => {}
                 () = &mut self.timer => {
-                    if let Some(keepalive) = Box::pin(self.on_timer()).await {
+                    if let Some(keepalive) = self.on_timer() {
                         return self.sent(keepalive);
                     }
                 }
             }
         }
-    }
-}
-
-impl Registration {
-    pub(crate) fn attacker_uuid(&self) -> &str {
-        self.attacker_str()
     }
 }

@@ -1,15 +1,16 @@
-//! Behaviour of the attacker stream hub, on the memory bus and memory repository.
+//! Behaviour of the stream hub, every kind, on the memory bus and memory repository.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use decnet_bus::Bus;
-use decnet_repo::{Attacker, MemoryRepository, Observation, Repo, Repository};
+use decnet_repo::prelude::*;
+use decnet_repo::{Attacker, MemoryRepository, Observation};
 use decnet_sse::{Decoded, Decoder};
 use decnet_stream::{
-    AttackerStream, HubConfig, OpenOptions, SessionCheck, SessionVerdict, StreamHub,
-    SubscriptionMode,
+    EventStream, HubConfig, KIND_WIDE_KEY, KindId, OpenOptions, SessionCheck, SessionVerdict,
+    StreamHub, decnet_kinds,
 };
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -23,10 +24,15 @@ struct Fixture {
     hub: StreamHub,
 }
 
+fn hub_over(bus: &Bus, repo: &MemoryRepository, config: HubConfig) -> StreamHub {
+    let repo: Arc<dyn Repository> = Arc::new(repo.clone());
+    StreamHub::start(bus.clone(), decnet_kinds(&repo), config)
+}
+
 async fn fixture(config: HubConfig) -> Fixture {
     let bus = Bus::memory();
     let repo = MemoryRepository::new();
-    let hub = StreamHub::start(bus.clone(), Repo::from(repo.clone()), config);
+    let hub = hub_over(&bus, &repo, config);
     // Let the hub's subscriptions register before anything is published.
     tokio::time::timeout(WAIT, hub.wait_subscribed())
         .await
@@ -72,14 +78,14 @@ fn observation(attacker: &str, id: &str, primitive: &str, ts: f64, value: Value)
 
 /// Reads decoded items from a stream, however the bytes were chunked.
 struct Reader {
-    stream: AttackerStream,
+    stream: EventStream,
     decoder: Decoder,
     items: std::collections::VecDeque<Decoded>,
     ended: bool,
 }
 
 impl Reader {
-    fn new(stream: AttackerStream) -> Self {
+    fn new(stream: EventStream) -> Self {
         Self {
             stream,
             decoder: Decoder::new(),
@@ -147,14 +153,23 @@ impl Reader {
     }
 }
 
-async fn open(fx: &Fixture, uuid: &str, options: OpenOptions) -> Reader {
-    let attacker = fx
-        .repo
-        .attacker_by_uuid(uuid)
+fn kind(hub: &StreamHub, name: &str) -> KindId {
+    hub.kind_id(name).expect("the hub serves this kind")
+}
+
+/// Look `key` up (it must exist) and open a stream of `kind` on it.
+async fn open_kind(hub: &StreamHub, name: &str, key: &str, options: OpenOptions) -> Reader {
+    let id = kind(hub, name);
+    let info = hub
+        .lookup(id, key)
         .await
         .expect("repo")
-        .expect("attacker exists");
-    Reader::new(fx.hub.open(&attacker, options).await.expect("open"))
+        .expect("key exists");
+    Reader::new(hub.open(id, key, info, options).await.expect("open"))
+}
+
+async fn open(fx: &Fixture, uuid: &str, options: OpenOptions) -> Reader {
+    open_kind(&fx.hub, "attacker", uuid, options).await
 }
 
 async fn state_changed(bus: &Bus, payload: Value) -> String {
@@ -289,7 +304,7 @@ async fn attribution_follows_the_identity_and_rekeys_live() {
         json!({"identity_uuid": "id-2", "observation_uuids": ["a2", "nobody"]}),
     )
     .await;
-    wait_until(|| fx.hub.metrics().rekeys.load(Ordering::Relaxed) >= 1).await;
+    wait_until(|| fx.hub.stats().rekeys >= 1).await;
     state_changed(&fx.bus, json!({"identity_uuid": "id-2"})).await;
     let (name, data, _) = r2.frame().await;
     assert_eq!(
@@ -304,7 +319,7 @@ async fn attribution_follows_the_identity_and_rekeys_live() {
         json!({"identity_uuid": "id-3", "observation_uuid": "a1"}),
     )
     .await;
-    wait_until(|| fx.hub.metrics().rekeys.load(Ordering::Relaxed) >= 2).await;
+    wait_until(|| fx.hub.stats().rekeys >= 2).await;
     state_changed(&fx.bus, json!({"identity_uuid": "id-1"})).await;
     state_changed(&fx.bus, json!({"identity_uuid": "id-3", "n": 3})).await;
     assert_eq!(r1.frame().await.1["payload"]["n"], 3);
@@ -316,7 +331,7 @@ async fn attribution_follows_the_identity_and_rekeys_live() {
         json!({"winner_uuid": "id-2", "loser_uuid": "id-3"}),
     )
     .await;
-    wait_until(|| fx.hub.metrics().rekeys.load(Ordering::Relaxed) >= 3).await;
+    wait_until(|| fx.hub.stats().rekeys >= 3).await;
     state_changed(&fx.bus, json!({"identity_uuid": "id-3"})).await;
     state_changed(&fx.bus, json!({"identity_uuid": "id-2", "n": 4})).await;
     assert_eq!(r1.frame().await.1["payload"]["n"], 4);
@@ -350,7 +365,7 @@ async fn resume_replays_missed_frames_without_snapshot() {
     )
     .await;
     let third = state_changed(&fx.bus, json!({"identity_uuid": "id-1"})).await;
-    wait_until(|| fx.hub.metrics().frames_encoded.load(Ordering::Relaxed) >= 3).await;
+    wait_until(|| fx.hub.stats().frames_encoded >= 3).await;
 
     let mut resumed = open(
         &fx,
@@ -398,7 +413,7 @@ async fn ring_expires_after_grace() {
     let first = publish(&fx.bus, "attacker.scored", json!({"attacker_uuid": "a1"})).await;
     reader.frame().await;
     drop(reader);
-    wait_until(|| fx.hub.tracked_attackers() == 0).await;
+    wait_until(|| fx.hub.tracked_keys() == 0).await;
     let mut late = open(
         &fx,
         "a1",
@@ -439,7 +454,7 @@ async fn lagging_stream_gets_resync_and_fresh_snapshot() {
         )
         .await;
     }
-    wait_until(|| fx.hub.metrics().frames_enqueued.load(Ordering::Relaxed) >= 10).await;
+    wait_until(|| fx.hub.stats().frames_enqueued >= 10).await;
     let (name, data, id) = reader.frame().await;
     assert_eq!(name, "resync");
     assert_eq!(id, "");
@@ -453,11 +468,8 @@ async fn lagging_stream_gets_resync_and_fresh_snapshot() {
         rest.push(reader.frame().await.1["payload"]["n"].as_u64().unwrap());
     }
     assert_eq!(rest, ((dropped)..10).collect::<Vec<_>>());
-    assert_eq!(fx.hub.metrics().resyncs.load(Ordering::Relaxed), 1);
-    assert_eq!(
-        fx.hub.metrics().frames_dropped.load(Ordering::Relaxed),
-        dropped
-    );
+    assert_eq!(fx.hub.stats().resyncs, 1);
+    assert_eq!(fx.hub.stats().frames_dropped, dropped);
 }
 
 #[tokio::test]
@@ -570,7 +582,7 @@ async fn session_revocation_ends_the_stream() {
         ("error", json!({"message": "Session expired"}))
     );
     assert_eq!(reader.next().await, None);
-    assert_eq!(fx.hub.metrics().sessions_expired.load(Ordering::Relaxed), 1);
+    assert_eq!(fx.hub.stats().sessions_expired, 1);
 }
 
 #[tokio::test]
@@ -591,7 +603,7 @@ async fn repository_failure_mid_stream_sends_error_and_ends() {
     for _ in 0..3 {
         publish(&fx.bus, "attacker.scored", json!({"attacker_uuid": "a1"})).await;
     }
-    wait_until(|| fx.hub.metrics().frames_dropped.load(Ordering::Relaxed) >= 1).await;
+    wait_until(|| fx.hub.stats().frames_dropped >= 1).await;
     assert_eq!(reader.frame().await.0, "resync");
     let (name, data, _) = reader.frame().await;
     assert_eq!(
@@ -608,17 +620,23 @@ async fn open_fails_when_repository_is_down() {
         .upsert_attacker(&attacker("a1", None))
         .await
         .unwrap();
+    let id = kind(&fx.hub, "attacker");
+    let info = fx.hub.lookup(id, "a1").await.unwrap().unwrap();
     fx.repo.set_available(false);
     let err = fx
         .hub
-        .open(&attacker("a1", None), OpenOptions::default())
+        .open(id, "a1", info, OpenOptions::default())
         .await
         .expect_err("must fail");
     assert!(
         matches!(err, decnet_stream::OpenError::Repository(ref e) if e.is_unavailable()),
         "{err:?}"
     );
-    assert_eq!(fx.hub.metrics().streams_active.load(Ordering::Relaxed), 0);
+    assert_eq!(fx.hub.stats().streams_active, 0);
+    assert!(matches!(
+        fx.hub.lookup(id, "a1").await,
+        Err(decnet_stream::OpenError::Repository(_))
+    ));
 }
 
 struct CountingGuard(Arc<AtomicUsize>);
@@ -649,12 +667,14 @@ async fn dropping_a_stream_releases_everything() {
         },
     )
     .await;
-    assert_eq!(fx.hub.metrics().streams_active.load(Ordering::Relaxed), 1);
-    assert_eq!(fx.hub.tracked_attackers(), 1);
+    assert_eq!(fx.hub.stats().streams_active, 1);
+    assert_eq!(fx.hub.stats().kinds[0].streams_active, 1);
+    assert_eq!(fx.hub.tracked_keys(), 1);
     drop(reader);
     assert_eq!(released.load(Ordering::SeqCst), 1);
-    assert_eq!(fx.hub.metrics().streams_active.load(Ordering::Relaxed), 0);
-    assert_eq!(fx.hub.tracked_attackers(), 0);
+    assert_eq!(fx.hub.stats().streams_active, 0);
+    assert_eq!(fx.hub.stats().kinds[0].streams_active, 0);
+    assert_eq!(fx.hub.tracked_keys(), 0);
 }
 
 #[tokio::test]
@@ -669,47 +689,55 @@ async fn shutdown_ends_streams_cleanly() {
     reader.frame().await;
     fx.hub.shutdown();
     assert_eq!(reader.next().await, None, "no error frame on shutdown");
-    assert!(
+    let id = kind(&fx.hub, "attacker");
+    assert!(matches!(
         fx.hub
-            .open(&attacker("a1", None), OpenOptions::default())
-            .await
-            .is_err()
-    );
+            .open(id, "a1", Default::default(), OpenOptions::default())
+            .await,
+        Err(decnet_stream::OpenError::ShuttingDown)
+    ));
 }
 
 #[tokio::test]
 async fn null_bus_streams_get_snapshot_and_keepalives() {
     let repo = MemoryRepository::new();
     repo.upsert_attacker(&attacker("a1", None)).await.unwrap();
-    let hub = StreamHub::start(
-        Bus::null(),
-        Repo::from(repo),
+    let hub = hub_over(
+        &Bus::null(),
+        &repo,
         HubConfig {
             keepalive: Duration::from_millis(50),
             ..Default::default()
         },
     );
-    let mut reader = Reader::new(
-        hub.open(&attacker("a1", None), OpenOptions::default())
-            .await
-            .unwrap(),
-    );
-    reader.open_preamble().await;
-    assert_eq!(reader.frame().await.0, "snapshot");
-    assert_eq!(
-        reader.next().await,
-        Some(Decoded::Comment("keepalive".into()))
-    );
+    assert!(!hub.is_subscribed());
+    for (name, key) in [("attacker", "a1"), ("identities", KIND_WIDE_KEY)] {
+        let mut reader = open_kind(&hub, name, key, OpenOptions::default()).await;
+        reader.open_preamble().await;
+        assert_eq!(reader.frame().await.0, "snapshot");
+        assert_eq!(
+            reader.next().await,
+            Some(Decoded::Comment("keepalive".into()))
+        );
+    }
 }
 
 #[tokio::test]
 async fn one_event_touches_only_matching_streams_among_10000() {
     let fx = fixture(HubConfig::default()).await;
+    let id = kind(&fx.hub, "attacker");
     let mut streams = Vec::new();
     for n in 0..10_000 {
         let uuid = format!("other-{n}");
-        let a = attacker(&uuid, Some(&format!("identity-{n}")));
-        streams.push(fx.hub.open(&a, OpenOptions::default()).await.unwrap());
+        let info = decnet_stream::KeyInfo {
+            identity: Some(format!("identity-{n}")),
+        };
+        streams.push(
+            fx.hub
+                .open(id, &uuid, info, OpenOptions::default())
+                .await
+                .unwrap(),
+        );
     }
     fx.repo
         .upsert_attacker(&attacker("target", Some("id-t")))
@@ -718,8 +746,7 @@ async fn one_event_touches_only_matching_streams_among_10000() {
     let mut reader = open(&fx, "target", OpenOptions::default()).await;
     reader.open_preamble().await;
     reader.frame().await;
-    let metrics = fx.hub.metrics();
-    let before = metrics.frames_enqueued.load(Ordering::Relaxed);
+    let before = fx.hub.stats().frames_enqueued;
     publish(
         &fx.bus,
         "attacker.scored",
@@ -730,8 +757,9 @@ async fn one_event_touches_only_matching_streams_among_10000() {
     assert_eq!(reader.frame().await.0, "attacker.scored");
     assert_eq!(reader.frame().await.0, "attribution.state_changed");
     // Two events, one receiving stream each: exactly two queue pushes, not 20,002.
-    assert_eq!(metrics.frames_enqueued.load(Ordering::Relaxed) - before, 2);
-    assert_eq!(metrics.frames_encoded.load(Ordering::Relaxed), 2);
+    let stats = fx.hub.stats();
+    assert_eq!(stats.frames_enqueued - before, 2);
+    assert_eq!(stats.frames_encoded, 2);
     // An event for nobody costs a lookup and no push.
     publish(
         &fx.bus,
@@ -739,22 +767,306 @@ async fn one_event_touches_only_matching_streams_among_10000() {
         json!({"attacker_uuid": "unwatched"}),
     )
     .await;
-    wait_until(|| metrics.events_unrouted.load(Ordering::Relaxed) >= 1).await;
-    assert_eq!(metrics.frames_enqueued.load(Ordering::Relaxed) - before, 2);
-    assert_eq!(metrics.streams_active.load(Ordering::Relaxed), 10_001);
+    wait_until(|| fx.hub.stats().events_unrouted >= 1).await;
+    assert_eq!(fx.hub.stats().frames_enqueued - before, 2);
+    assert_eq!(fx.hub.stats().streams_active, 10_001);
     drop(streams);
-    assert_eq!(metrics.streams_active.load(Ordering::Relaxed), 1);
+    assert_eq!(fx.hub.stats().streams_active, 1);
 }
 
+fn time(text: &str) -> decnet_repo::DbTime {
+    decnet_repo::DbTime::parse(text).expect("datetime")
+}
+
+fn identity_row(uuid: &str, updated: &str) -> decnet_repo::IdentityRow {
+    decnet_repo::IdentityRow {
+        uuid: uuid.into(),
+        schema_version: 1,
+        campaign_id: None,
+        first_seen_at: Some(time("2026-06-20 11:00:00.000000")),
+        last_seen_at: None,
+        created_at: time("2026-06-20 10:00:00.000000"),
+        updated_at: time(updated),
+        confidence: Some(0.5),
+        observation_count: 3,
+        ja3_hashes: Some("[\"a\"]".into()),
+        hassh_hashes: None,
+        ja4h_hashes: None,
+        ja4_quic_hashes: None,
+        http_versions_seen: None,
+        tls_cert_sha256: None,
+        ipv6_link_local_iids: None,
+        payload_simhashes: None,
+        c2_endpoints: None,
+        kd_digraph_simhash: Some(decnet_repo::HexBytes(vec![0xff, 0x00, 0x10])),
+        merged_into_uuid: None,
+        notes: None,
+    }
+}
+
+#[tokio::test]
+async fn identity_stream_is_a_firehose_named_without_its_root() {
+    let fx = fixture(HubConfig::default()).await;
+    fx.repo
+        .upsert_identity(&identity_row("i-old", "2026-06-20 12:00:00.000000"))
+        .await
+        .unwrap();
+    fx.repo
+        .upsert_identity(&identity_row("i-new", "2026-06-20 12:00:01.500000"))
+        .await
+        .unwrap();
+    let mut merged = identity_row("i-merged", "2026-06-20 13:00:00.000000");
+    merged.merged_into_uuid = Some("i-new".into());
+    fx.repo.upsert_identity(&merged).await.unwrap();
+    let mut a = open_kind(&fx.hub, "identities", KIND_WIDE_KEY, OpenOptions::default()).await;
+    let mut b = open_kind(&fx.hub, "identities", KIND_WIDE_KEY, OpenOptions::default()).await;
+    a.open_preamble().await;
+    let (name, data, id) = a.frame().await;
+    assert_eq!((name.as_str(), id.as_str()), ("snapshot", ""));
+    let rows = data["identities"].as_array().expect("identities");
+    let uuids: Vec<&str> = rows.iter().map(|r| r["uuid"].as_str().unwrap()).collect();
+    assert_eq!(
+        uuids,
+        ["i-new", "i-old"],
+        "newest updated_at first, unmerged only"
+    );
+    assert_eq!(rows[0]["updated_at"], "2026-06-20T12:00:01.500000");
+    assert_eq!(rows[1]["updated_at"], "2026-06-20T12:00:00");
+    assert_eq!(rows[0]["kd_digraph_simhash"], "ff0010");
+    assert_eq!(rows[0]["ja3_hashes"], "[\"a\"]");
+    let keys: Vec<&String> = rows[0].as_object().unwrap().keys().collect();
+    assert_eq!(keys.first().map(|k| k.as_str()), Some("uuid"));
+    assert_eq!(keys.last().map(|k| k.as_str()), Some("notes"));
+    b.open_preamble().await;
+    b.frame().await;
+    for (topic, name) in [
+        ("identity.formed", "formed"),
+        ("identity.observation.linked", "observation.linked"),
+        ("identity.merged", "merged"),
+        ("identity.unmerged", "unmerged"),
+        ("identity.campaign.assigned", "campaign.assigned"),
+    ] {
+        let event_id = publish(&fx.bus, topic, json!({"anything": 1})).await;
+        for reader in [&mut a, &mut b] {
+            let (got, data, id) = reader.frame().await;
+            assert_eq!((got.as_str(), id.as_str()), (name, event_id.as_str()));
+            assert_eq!(data["topic"], topic);
+        }
+    }
+    // One encode per event, shared by both streams.
+    let stats = fx.hub.stats();
+    assert_eq!(stats.frames_encoded, 5);
+    assert_eq!(stats.kinds[1].kind, "identities");
+    assert!(stats.kinds[1].frames_by_event.contains(&("formed", 2)));
+}
+
+#[tokio::test]
+async fn campaign_and_orchestrator_streams() {
+    let fx = fixture(HubConfig::default()).await;
+    fx.repo
+        .insert_orchestrator_event(&decnet_repo::OrchestratorEventRow {
+            uuid: "e1".into(),
+            ts: time("2026-06-20 12:00:00.000000"),
+            kind: "traffic".into(),
+            protocol: "tcp".into(),
+            action: "probe".into(),
+            src_decky_uuid: None,
+            dst_decky_uuid: "d1".into(),
+            success: true,
+            payload: "{\"bytes\": 10}".into(),
+        })
+        .await
+        .unwrap();
+    let mut campaigns =
+        open_kind(&fx.hub, "campaigns", KIND_WIDE_KEY, OpenOptions::default()).await;
+    let mut orchestrator = open_kind(
+        &fx.hub,
+        "orchestrator",
+        KIND_WIDE_KEY,
+        OpenOptions::default(),
+    )
+    .await;
+    campaigns.open_preamble().await;
+    assert_eq!(campaigns.frame().await.1, json!({"campaigns": []}));
+    orchestrator.open_preamble().await;
+    let (_, data, _) = orchestrator.frame().await;
+    assert_eq!(
+        data["events"][0]["payload"], "{\"bytes\": 10}",
+        "the stored JSON string"
+    );
+    assert_eq!(data["events"][0]["success"], true);
+    publish(
+        &fx.bus,
+        "campaign.identity.assigned",
+        json!({"campaign_uuid": "c"}),
+    )
+    .await;
+    assert_eq!(campaigns.frame().await.0, "identity.assigned");
+    publish(&fx.bus, "orchestrator.file.web01", json!({"path": "/x"})).await;
+    let (name, data, _) = orchestrator.frame().await;
+    assert_eq!(
+        (name.as_str(), &data["payload"]["path"]),
+        ("file", &json!("/x"))
+    );
+    campaigns.assert_quiet(Duration::from_millis(50)).await;
+}
+
+#[tokio::test]
+async fn topology_stream_gets_its_own_deckies_and_no_other_topology() {
+    let fx = fixture(HubConfig::default()).await;
+    for id in ["T1", "T2"] {
+        fx.repo
+            .upsert_topology(id, &format!("net-{id}"), "active")
+            .await
+            .unwrap();
+    }
+    for (id, state, at) in [
+        ("m1", "pending", "2026-06-20 12:00:00.000000"),
+        ("m2", "pending", "2026-06-20 12:00:05.000000"),
+        ("m3", "applying", "2026-06-20 12:00:09.000000"),
+        ("m4", "applied", "2026-06-20 12:00:10.000000"),
+    ] {
+        fx.repo
+            .upsert_mutation(&decnet_repo::MutationRow {
+                id: id.into(),
+                topology_id: "T1".into(),
+                op: "add_decky".into(),
+                payload: "{\"name\":\"web01\"}".into(),
+                state: state.into(),
+                requested_at: time(at),
+                applied_at: None,
+                reason: None,
+            })
+            .await
+            .unwrap();
+    }
+    let id = kind(&fx.hub, "topology");
+    assert_eq!(fx.hub.lookup(id, "nope").await.unwrap(), None, "404");
+    let mut t1 = open_kind(&fx.hub, "topology", "T1", OpenOptions::default()).await;
+    let mut t2 = open_kind(&fx.hub, "topology", "T2", OpenOptions::default()).await;
+    t1.open_preamble().await;
+    let (_, snapshot, _) = t1.frame().await;
+    assert_eq!(snapshot["topology_id"], "T1");
+    assert_eq!(snapshot["status"], "active");
+    let order: Vec<&str> = snapshot["in_flight"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        ["m2", "m1", "m3"],
+        "pending newest first, then applying"
+    );
+    t2.open_preamble().await;
+    t2.frame().await;
+
+    publish(
+        &fx.bus,
+        "topology.T1.mutation.applied",
+        json!({"mutation_id": "m2"}),
+    )
+    .await;
+    publish(&fx.bus, "topology.T2.status", json!({"state": "degraded"})).await;
+    publish(
+        &fx.bus,
+        "decky.web01.service_added",
+        json!({"topology_id": "T1", "service_name": "ssh"}),
+    )
+    .await;
+    publish(
+        &fx.bus,
+        "decky.fleet01.service_added",
+        json!({"service_name": "ftp"}),
+    )
+    .await;
+    publish(&fx.bus, "decky.web09.state", json!({"topology_id": "T2"})).await;
+    assert_eq!(t1.frame().await.0, "mutation.applied");
+    assert_eq!(t1.frame().await.0, "decky.service_added");
+    t1.assert_quiet(Duration::from_millis(100)).await;
+    assert_eq!(t2.frame().await.0, "status");
+    assert_eq!(t2.frame().await.0, "decky.state");
+    t2.assert_quiet(Duration::from_millis(10)).await;
+}
+
+#[tokio::test]
+async fn unmerged_reads_the_resurrected_identity_from_the_repository() {
+    let fx = fixture(HubConfig::default()).await;
+    fx.repo
+        .upsert_attacker(&attacker("a1", Some("winner")))
+        .await
+        .unwrap();
+    let mut reader = open(&fx, "a1", OpenOptions::default()).await;
+    reader.open_preamble().await;
+    reader.frame().await;
+    // The clusterer splits: a1 belongs to the resurrected identity again.
+    fx.repo
+        .set_attacker_identity("a1", Some("back"))
+        .await
+        .unwrap();
+    publish(
+        &fx.bus,
+        "identity.unmerged",
+        json!({"resurrected_uuid": "back", "former_winner_uuid": "winner"}),
+    )
+    .await;
+    wait_until(|| fx.hub.stats().rekeys >= 1).await;
+    state_changed(&fx.bus, json!({"identity_uuid": "winner"})).await;
+    state_changed(&fx.bus, json!({"identity_uuid": "back", "n": 1})).await;
+    assert_eq!(reader.frame().await.1["payload"]["n"], 1);
+}
+
+#[tokio::test]
+async fn the_hub_subscribes_once_to_the_union_of_every_kind() {
+    let memory = Arc::new(decnet_bus::MemoryBus::default());
+    let bus = Bus::from_backend(memory.clone());
+    let repo = MemoryRepository::new();
+    let hub = hub_over(&bus, &repo, HubConfig::default());
+    tokio::time::timeout(WAIT, hub.wait_subscribed())
+        .await
+        .expect("subscribed");
+    assert_eq!(memory.subscriber_count(), 9);
+    // Opening streams of every kind adds no subscription.
+    repo.upsert_attacker(&attacker("a1", None)).await.unwrap();
+    let _streams = [
+        open_kind(&hub, "attacker", "a1", OpenOptions::default()).await,
+        open_kind(&hub, "identities", KIND_WIDE_KEY, OpenOptions::default()).await,
+        open_kind(&hub, "campaigns", KIND_WIDE_KEY, OpenOptions::default()).await,
+    ];
+    assert_eq!(memory.subscriber_count(), 9);
+    drop(hub);
+    // The last handle gone, the hub's tasks stop and unsubscribe.
+    wait_until(|| memory.subscriber_count() == 0).await;
+}
+
+#[tokio::test]
+async fn metric_labels_are_the_known_names_or_other() {
+    let fx = fixture(HubConfig::default()).await;
+    let mut reader = open_kind(&fx.hub, "identities", KIND_WIDE_KEY, OpenOptions::default()).await;
+    reader.open_preamble().await;
+    reader.frame().await;
+    publish(&fx.bus, "identity.weird\"label", json!({})).await;
+    publish(&fx.bus, "identity.formed", json!({})).await;
+    reader.frame().await;
+    reader.frame().await;
+    let kinds = fx.hub.stats().kinds;
+    let identities = &kinds[1].frames_by_event;
+    assert!(identities.contains(&("formed", 1)));
+    assert!(identities.contains(&(decnet_stream::OTHER_EVENT, 1)));
+    assert!(identities.iter().all(|(name, _)| !name.contains('"')));
+}
+
+#[cfg(feature = "ablation")]
 #[tokio::test]
 async fn per_connection_mode_delivers_the_same_frames_but_filters_per_stream() {
     let bus = Bus::memory();
     let repo = MemoryRepository::new();
     let config = HubConfig {
-        mode: SubscriptionMode::PerConnection,
+        mode: decnet_stream::SubscriptionMode::PerConnection,
         ..Default::default()
     };
-    let hub = StreamHub::start(bus.clone(), Repo::from(repo.clone()), config);
+    let hub = hub_over(&bus, &repo, config);
     repo.upsert_attacker(&attacker("a1", Some("id-1")))
         .await
         .unwrap();
@@ -777,10 +1089,11 @@ async fn per_connection_mode_delivers_the_same_frames_but_filters_per_stream() {
     state_changed(&fx.bus, json!({"identity_uuid": "id-1"})).await;
     assert_eq!(r1.frame().await.0, "attribution.state_changed");
     // Every stream sees every event: work grows with the number of streams.
-    let received = fx.hub.metrics().events_received.load(Ordering::Relaxed);
-    let encoded = fx.hub.metrics().frames_encoded.load(Ordering::Relaxed);
+    let stats = fx.hub.stats();
     assert!(
-        received >= 2 * encoded,
-        "received {received}, encoded {encoded}"
+        stats.events_received >= 2 * stats.frames_encoded,
+        "received {}, encoded {}",
+        stats.events_received,
+        stats.frames_encoded
     );
 }
