@@ -1,0 +1,270 @@
+//! One accepted connection: its context shared with the handler, the socket
+//! wrapper that notices when writes stop making progress, and the watchdogs
+//! that end a connection from outside the response body.
+//!
+//! A server polls a response body only while the socket takes bytes. A
+//! client that stops reading therefore freezes its stream's body: its
+//! session deadline and revocation checks (in the body) never run, and its
+//! kernel send buffer stays full. Both are enforced here instead, in the
+//! connection task, which runs whatever the client does:
+//! - the stream's [`SessionWatch`] is handed over by the handler
+//!   ([`ConnCtx::stream_opened`]); when the session ends, the stream is told
+//!   (it queues its error frame) and the connection gets a short grace to
+//!   deliver it before it is dropped;
+//! - [`ProgressIo`] records when a write went pending and when one made
+//!   progress; a connection with a write pending for longer than the write
+//!   timeout is dropped.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use decnet_stream::{SessionEnd, SessionWatch};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// What the connection task and the request handler share.
+#[derive(Debug)]
+pub struct ConnCtx {
+    /// The session watch of the stream opened on this connection, until the
+    /// connection task takes it.
+    watch: Mutex<Option<SessionWatch>>,
+    watch_ready: Notify,
+    /// Whether a stream is open on this connection now.
+    streaming: AtomicBool,
+    stream_done: Notify,
+    /// Set when a stream opens: the socket's send buffer is capped at the
+    /// next write.
+    cap_sndbuf: AtomicBool,
+    /// When a write went pending (ns after `base`, +1; 0 = none pending).
+    stalled_since: AtomicU64,
+    stall: Notify,
+    base: Instant,
+}
+
+impl Default for ConnCtx {
+    fn default() -> Self {
+        Self {
+            watch: Mutex::new(None),
+            watch_ready: Notify::new(),
+            streaming: AtomicBool::new(false),
+            stream_done: Notify::new(),
+            cap_sndbuf: AtomicBool::new(false),
+            stalled_since: AtomicU64::new(0),
+            stall: Notify::new(),
+            base: Instant::now(),
+        }
+    }
+}
+
+impl ConnCtx {
+    /// A stream opened on this connection: hand its session watch to the
+    /// connection task.
+    pub(crate) fn stream_opened(&self, watch: SessionWatch) {
+        *self.watch.lock().unwrap_or_else(|e| e.into_inner()) = Some(watch);
+        self.streaming.store(true, Ordering::Release);
+        self.cap_sndbuf.store(true, Ordering::Release);
+        self.watch_ready.notify_one();
+    }
+
+    /// The stream of this connection ended (its body was dropped).
+    pub(crate) fn stream_closed(&self) {
+        self.streaming.store(false, Ordering::Release);
+        self.stream_done.notify_one();
+    }
+
+    fn now_mark(&self) -> u64 {
+        u64::try_from(Instant::now().saturating_duration_since(self.base).as_nanos())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+
+    fn write_pending(&self) {
+        if self
+            .stalled_since
+            .compare_exchange(0, self.now_mark(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.stall.notify_one();
+        }
+    }
+
+    fn write_progress(&self) {
+        self.stalled_since.store(0, Ordering::Release);
+    }
+
+    fn stalled_since(&self) -> Option<Instant> {
+        match self.stalled_since.load(Ordering::Acquire) {
+            0 => None,
+            mark => self
+                .base
+                .checked_add(Duration::from_nanos(mark.saturating_sub(1))),
+        }
+    }
+
+    /// Resolve when a write has been pending for `timeout` with no progress.
+    pub(crate) async fn write_stalled(&self, timeout: Duration) {
+        loop {
+            let stalled = self.stall.notified();
+            let Some(since) = self.stalled_since() else {
+                stalled.await;
+                continue;
+            };
+            let deadline = since.checked_add(timeout).unwrap_or(since);
+            tokio::time::sleep_until(deadline).await;
+            if self.stalled_since() == Some(since) {
+                return;
+            }
+        }
+    }
+
+    /// Run the session watch of each stream opened on this connection; when
+    /// a session ends and its stream has not finished within `grace`,
+    /// resolve (the connection is then dropped).
+    pub(crate) async fn session_ended(&self, grace: Duration) -> SessionEnd {
+        loop {
+            let ready = self.watch_ready.notified();
+            let watch = self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let Some(watch) = watch else {
+                ready.await;
+                continue;
+            };
+            let why = watch.ended().await;
+            let deadline = Instant::now() + grace;
+            loop {
+                let done = self.stream_done.notified();
+                if !self.streaming.load(Ordering::Acquire) {
+                    break;
+                }
+                tokio::select! {
+                    () = done => {}
+                    () = tokio::time::sleep_until(deadline) => return why,
+                }
+            }
+        }
+    }
+}
+
+/// Clears [`ConnCtx`]'s "a stream is open" when the stream is dropped.
+pub(crate) struct StreamMark(pub(crate) Arc<ConnCtx>);
+
+impl Drop for StreamMark {
+    fn drop(&mut self) {
+        self.0.stream_closed();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The accepted socket, noting write progress in its [`ConnCtx`] and
+    /// capping its send buffer once a stream opens on it.
+    pub(crate) struct ProgressIo {
+        #[pin]
+        stream: TcpStream,
+        ctx: Arc<ConnCtx>,
+        sndbuf: usize,
+    }
+}
+
+impl ProgressIo {
+    pub(crate) fn new(stream: TcpStream, ctx: Arc<ConnCtx>, sndbuf: usize) -> Self {
+        Self {
+            stream,
+            ctx,
+            sndbuf,
+        }
+    }
+}
+
+fn track(ctx: &ConnCtx, poll: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+    match &poll {
+        Poll::Ready(Ok(n)) if *n > 0 => ctx.write_progress(),
+        Poll::Pending => ctx.write_pending(),
+        _ => {}
+    }
+    poll
+}
+
+impl ProgressIo {
+    fn cap_sndbuf(self: Pin<&mut Self>) {
+        let this = self.project();
+        if *this.sndbuf > 0 && this.ctx.cap_sndbuf.swap(false, Ordering::AcqRel) {
+            let stream: &TcpStream = &this.stream;
+            if let Err(error) = socket2::SockRef::from(stream).set_send_buffer_size(*this.sndbuf) {
+                tracing::debug!(%error, "could not cap the send buffer");
+            }
+        }
+    }
+}
+
+impl AsyncRead for ProgressIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.project().stream.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ProgressIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.as_mut().cap_sndbuf();
+        let this = self.project();
+        track(this.ctx, this.stream.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.as_mut().cap_sndbuf();
+        let this = self.project();
+        track(this.ctx, this.stream.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().stream.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().stream.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_pending_past_the_timeout_is_a_stall() {
+        let ctx = Arc::new(ConnCtx::default());
+        let watcher = {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { ctx.write_stalled(Duration::from_secs(30)).await })
+        };
+        // Pending then progress within the timeout: no stall.
+        ctx.write_pending();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        ctx.write_progress();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(!watcher.is_finished());
+        // Pending for 30 s: the watcher resolves.
+        ctx.write_pending();
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        assert!(watcher.is_finished());
+    }
+}

@@ -1,0 +1,230 @@
+//! [`serve`]: accept connections, run each under its watchdogs, drain on
+//! shutdown.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::app::App;
+use crate::conn::{ConnCtx, ProgressIo};
+
+/// Connection-level settings of [`serve`].
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// A request head (request line and headers) must arrive within this
+    /// (slowloris); an idle keep-alive connection is closed after it.
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted (431 beyond); also hyper's read buffer.
+    pub max_head_bytes: usize,
+    /// A connection whose write makes no progress for this long is dropped
+    /// (`DECNET_SSE_WRITE_TIMEOUT_SECS`); also its `TCP_USER_TIMEOUT`.
+    pub write_timeout: Duration,
+    /// The send buffer of a connection that carries a stream
+    /// (`DECNET_SSE_SNDBUF`; 0 leaves the kernel's).
+    pub stream_sndbuf: usize,
+    /// TCP keepalive idle time: a vanished peer is noticed and its slot freed.
+    pub tcp_keepalive: Duration,
+    /// Connections held at once (`DECNET_MAX_CONNECTIONS`); more are closed
+    /// at accept.
+    pub max_connections: usize,
+    /// Connections held at once per client address
+    /// (`DECNET_MAX_CONNECTIONS_PER_IP`).
+    pub max_connections_per_ip: usize,
+    /// How long a connection may take to deliver its stream's last frame
+    /// once the session behind it ended.
+    pub session_end_grace: Duration,
+    /// How long shutdown waits for connections to close
+    /// (`DECNET_SHUTDOWN_GRACE_SECS`).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_head_bytes: 8 * 1024,
+            write_timeout: Duration::from_secs(30),
+            stream_sndbuf: 64 * 1024,
+            tcp_keepalive: Duration::from_secs(30),
+            max_connections: 50_000,
+            max_connections_per_ip: 4_096,
+            session_end_grace: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Connections held, in total and per client address.
+#[derive(Debug, Default)]
+struct Holds {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Counts a connection while its task runs.
+struct Held {
+    holds: Arc<Mutex<Holds>>,
+    ip: IpAddr,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
+        holds.total = holds.total.saturating_sub(1);
+        if let Some(n) = holds.per_ip.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                holds.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+fn hold(holds: &Arc<Mutex<Holds>>, ip: IpAddr, config: &ServeConfig) -> Option<Held> {
+    // std Mutex: a counter update at accept, never across an `.await`.
+    let mut guard = holds.lock().unwrap_or_else(|e| e.into_inner());
+    let of_ip = guard.per_ip.get(&ip).copied().unwrap_or(0);
+    if guard.total >= config.max_connections || of_ip >= config.max_connections_per_ip {
+        return None;
+    }
+    guard.total += 1;
+    *guard.per_ip.entry(ip).or_insert(0) += 1;
+    Some(Held {
+        holds: holds.clone(),
+        ip,
+    })
+}
+
+fn tune(stream: &TcpStream, config: &ServeConfig) {
+    let _ = stream.set_nodelay(true);
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(config.tcp_keepalive)
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    if let Err(error) = socket.set_tcp_keepalive(&keepalive) {
+        tracing::debug!(%error, "could not set TCP keepalive");
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(error) = socket.set_tcp_user_timeout(Some(config.write_timeout)) {
+        tracing::debug!(%error, "could not set TCP_USER_TIMEOUT");
+    }
+}
+
+/// Serve `app` on `listener` until `shutdown` resolves, then stop accepting,
+/// end every stream cleanly (the hub is shut down: clients reconnect after
+/// their `retry`), and wait up to [`ServeConfig::shutdown_grace`] for
+/// connections to close.
+///
+/// Every connection runs under its watchdogs (see [`ServeConfig`]): the
+/// header timeout, the write-progress bound, the session of the stream it
+/// carries, TCP keepalive, and the connection caps.
+///
+/// ```no_run
+/// # async fn run(app: decnet_api::App) -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+/// let shutdown = async { let _ = tokio::signal::ctrl_c().await; };
+/// decnet_api::serve(listener, app, decnet_api::ServeConfig::default(), shutdown).await
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// Never in practice: accept errors are logged and retried; the `Result`
+/// leaves room for listener failures a future version may report.
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        // hyper's read buffer grows up to this and stays with the connection:
+        // 8 KiB keeps an idle stream small (request heads beyond it get 431).
+        .max_buf_size(config.max_head_bytes);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let holds = Arc::new(Mutex::new(Holds::default()));
+    let config = Arc::new(config);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Some(held) = hold(&holds, peer.ip(), &config) else {
+                    tracing::debug!(peer = %peer, "connection refused: connection cap reached");
+                    drop(stream);
+                    continue;
+                };
+                tune(&stream, &config);
+                let ctx = Arc::new(ConnCtx::default());
+                let io = TokioIo::new(ProgressIo::new(stream, ctx.clone(), config.stream_sndbuf));
+                let service = {
+                    let app = app.clone();
+                    let ctx = ctx.clone();
+                    hyper::service::service_fn(move |mut request| {
+                        request.extensions_mut().insert::<SocketAddr>(peer);
+                        request.extensions_mut().insert(ctx.clone());
+                        // Boxed: hyper keeps a slot for the service future
+                        // inline in every connection for its whole life,
+                        // streams included; a box makes that slot one pointer.
+                        let response = Box::pin({
+                            let app = app.clone();
+                            async move { app.handle(request).await }
+                        });
+                        async move { Ok::<_, Infallible>(response.await) }
+                    })
+                };
+                let connection = graceful.watch(builder.serve_connection(io, service));
+                let config = config.clone();
+                tokio::spawn(run_connection(connection, ctx, config, held));
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: no longer accepting; ending streams");
+    app.hub().shutdown();
+    match tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("all connections closed"),
+        Err(_) => tracing::warn!(grace = ?config.shutdown_grace, "grace period over; dropping remaining connections"),
+    }
+    Ok(())
+}
+
+/// One connection under its watchdogs; dropping the connection future closes
+/// the socket.
+async fn run_connection<C>(connection: C, ctx: Arc<ConnCtx>, config: Arc<ServeConfig>, _held: Held)
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(connection);
+    tokio::select! {
+        result = &mut connection => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        }
+        () = ctx.write_stalled(config.write_timeout) => {
+            tracing::info!(timeout = ?config.write_timeout, "connection dropped: no write progress");
+        }
+        why = ctx.session_ended(config.session_end_grace) => {
+            tracing::info!(?why, "connection dropped: its stream's session ended and the client did not read it out");
+        }
+    }
+}

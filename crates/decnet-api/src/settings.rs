@@ -1,0 +1,967 @@
+//! The one settings table: every `DECNET_*` variable decnet-events reads,
+//! its default, its help, and how it feeds the library configs.
+//!
+//! Adding a setting is one entry in [`SETTINGS`], the field of the library
+//! config it feeds, and a row of docs/OPERATIONS.md (a test checks that every
+//! entry is documented there and that every documented default is the real
+//! one). The binary builds its `serve` flags from this table, so a flag and
+//! its variable can never drift apart.
+//!
+//! The table reads DECNET's own env file (`/opt/decnet/.env.local`) as it
+//! is: DECNET's names are honoured with DECNET's meaning, every other
+//! `DECNET_*` variable is ignored, and a bad value stops start-up with a
+//! message naming the variable (all of them at once). No value that may be
+//! a secret is ever repeated in a message.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use decnet_auth::TicketLimits;
+use decnet_bus::{BusConfig, BusKind};
+use decnet_stream::HubConfig;
+
+use crate::access_log::AccessLog;
+use crate::app::AppConfig;
+use crate::cors::Cors;
+use crate::serve::ServeConfig;
+
+/// Which repository backend the binary builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    /// In-process maps (the embedded default).
+    Memory,
+    /// PostgreSQL (`DECNET_DATABASE_URL`, or a `postgres://` `DECNET_DB_URL`).
+    Postgres,
+    /// DECNET's SQLite file (read-only).
+    Sqlite,
+    /// DECNET's MySQL / MariaDB (read-only).
+    Mysql,
+}
+
+/// Where the database is; the binary turns it into a backend config.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DbSettings {
+    /// The backend.
+    pub kind: DbKind,
+    /// PostgreSQL URL.
+    pub postgres_url: Option<String>,
+    /// SQLite file (`DECNET_DB_PATH`, a `sqlite:` `DECNET_DB_URL`, else
+    /// `./decnet.db`).
+    pub sqlite_path: PathBuf,
+    /// MySQL URL (`DECNET_DB_URL` without its driver suffix, or built from
+    /// `DECNET_DB_HOST/PORT/NAME/USER/PASSWORD`).
+    pub mysql_url: Option<String>,
+}
+
+impl std::fmt::Debug for DbSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbSettings")
+            .field("kind", &self.kind)
+            .field("postgres_url", &self.postgres_url.as_ref().map(|_| "<set>"))
+            .field("sqlite_path", &self.sqlite_path)
+            .field("mysql_url", &self.mysql_url.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// Which ticket store the binary builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketStoreKind {
+    /// In-process (one instance).
+    Memory,
+    /// Redis at `DECNET_REDIS_URL` (every instance).
+    Redis,
+}
+
+/// How the binary formats its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting, parsed: the configs of the libraries and the choices the
+/// binary makes.
+#[derive(Clone)]
+pub struct Settings {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// A separate listener for `/healthz`, `/readyz` and `/metrics`.
+    pub ops_bind: Option<SocketAddr>,
+    /// The HS256 secret; `None` means "generate one" (demo only).
+    pub jwt_secret: Option<String>,
+    /// `DECNET_DEVELOPER`: relaxes the secret's length rule.
+    pub developer: bool,
+    /// JWT clock leeway.
+    pub jwt_leeway_secs: u64,
+    /// The bus.
+    pub bus: BusConfig,
+    /// The database.
+    pub db: DbSettings,
+    /// DECNET's fleet state file (the `/stream` stats' fleet decky count).
+    pub state_file: PathBuf,
+    /// The ticket store.
+    pub ticket_store: TicketStoreKind,
+    /// Redis URL of the ticket store.
+    pub redis_url: String,
+    /// Live-ticket caps.
+    pub ticket_limits: TicketLimits,
+    /// Streams per user per instance.
+    pub max_per_user: usize,
+    /// Streams per instance.
+    pub max_total: Option<usize>,
+    /// The stream hub.
+    pub hub: HubConfig,
+    /// The HTTP application.
+    pub app: AppConfig,
+    /// The listener and connection watchdogs.
+    pub serve: ServeConfig,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Run the embedded demo (`None`: only on the embedded default).
+    pub demo: Option<bool>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            ops_bind: None,
+            jwt_secret: None,
+            developer: false,
+            jwt_leeway_secs: 0,
+            bus: BusConfig::default(),
+            db: DbSettings {
+                kind: DbKind::Memory,
+                postgres_url: None,
+                sqlite_path: PathBuf::from("decnet.db"),
+                mysql_url: None,
+            },
+            state_file: PathBuf::from("decnet-state.json"),
+            ticket_store: TicketStoreKind::Memory,
+            redis_url: decnet_bus::DEFAULT_REDIS_URL.to_owned(),
+            ticket_limits: TicketLimits::default(),
+            max_per_user: 5,
+            max_total: None,
+            hub: HubConfig {
+                revalidate_every: crate::auth::REVALIDATE_EVERY,
+                ..HubConfig::default()
+            },
+            app: AppConfig {
+                cors: Cors::new(vec!["http://localhost:8080".to_owned()]),
+                ..AppConfig::default()
+            },
+            serve: ServeConfig::default(),
+            log_format: LogFormat::Text,
+            demo: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("bind", &self.bind)
+            .field("ops_bind", &self.ops_bind)
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("developer", &self.developer)
+            .field("bus", &self.bus)
+            .field("db", &self.db)
+            .field("ticket_store", &self.ticket_store)
+            .field("ticket_limits", &self.ticket_limits)
+            .field("max_per_user", &self.max_per_user)
+            .field("max_total", &self.max_total)
+            .field("hub", &self.hub)
+            .field("app", &self.app)
+            .field("serve", &self.serve)
+            .field("log_format", &self.log_format)
+            .field("demo", &self.demo)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Settings {
+    /// Whether nothing but in-process backends is configured (the embedded
+    /// default: the demo may run and a secret may be generated).
+    pub fn is_embedded(&self) -> bool {
+        matches!(self.bus.kind, BusKind::Memory | BusKind::Null)
+            && self.db.kind == DbKind::Memory
+            && self.ticket_store == TicketStoreKind::Memory
+    }
+
+    /// Whether the embedded demo runs.
+    pub fn demo(&self) -> bool {
+        self.demo.unwrap_or_else(|| self.is_embedded())
+    }
+}
+
+/// One bad setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct SettingError {
+    /// The variable (and flag) at fault.
+    pub var: &'static str,
+    /// What is wrong with it (never its value when that may be a secret).
+    pub message: String,
+}
+
+/// One entry of [`SETTINGS`].
+pub struct Setting {
+    /// The environment variable.
+    pub env: &'static str,
+    /// The default, as documented (`""`: none).
+    pub default: &'static str,
+    /// One line of help (the `--flag` help and the docs row).
+    pub help: &'static str,
+    /// Whether the value may be a secret (hidden in `--help`, never echoed).
+    pub secret: bool,
+    apply: fn(&mut Value<'_>, &mut Settings),
+}
+
+impl std::fmt::Debug for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setting").field("env", &self.env).finish_non_exhaustive()
+    }
+}
+
+impl Setting {
+    /// The `serve` flag of this variable: `DECNET_SSE_QUEUE_MAX` is
+    /// `sse-queue-max`.
+    pub fn flag(&self) -> String {
+        self.env
+            .strip_prefix("DECNET_")
+            .unwrap_or(self.env)
+            .to_ascii_lowercase()
+            .replace('_', "-")
+    }
+}
+
+/// The raw value of the setting being applied, and where errors go.
+pub struct Value<'a> {
+    env: &'static str,
+    raw: Option<String>,
+    secret: bool,
+    errors: &'a mut Vec<SettingError>,
+}
+
+impl Value<'_> {
+    fn fail(&mut self, message: impl Into<String>) {
+        self.errors.push(SettingError {
+            var: self.env,
+            message: message.into(),
+        });
+    }
+
+    fn shown(&self) -> String {
+        if self.secret {
+            "<redacted>".to_owned()
+        } else {
+            format!("{:?}", self.raw.as_deref().unwrap_or_default())
+        }
+    }
+
+    /// The trimmed value, `None` when unset or empty.
+    fn text(&self) -> Option<&str> {
+        self.raw.as_deref()
+    }
+
+    fn number<T>(&mut self, min: T, max: T) -> Option<T>
+    where
+        T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display,
+    {
+        let raw = self.raw.clone()?;
+        match raw.parse::<T>() {
+            Ok(n) if n >= min && n <= max => Some(n),
+            Ok(_) => {
+                self.fail(format!("must be between {min} and {max}, got {}", self.shown()));
+                None
+            }
+            Err(_) => {
+                self.fail(format!("must be a number, got {}", self.shown()));
+                None
+            }
+        }
+    }
+
+    fn secs(&mut self, min: u64, max: u64) -> Option<Duration> {
+        self.number(min, max).map(Duration::from_secs)
+    }
+
+    /// DECNET's and our booleans: true/false, 1/0, yes/no, on/off.
+    fn boolean(&mut self) -> Option<bool> {
+        let raw = self.raw.clone()?;
+        match raw.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Some(true),
+            "0" | "false" | "no" | "off" => Some(false),
+            _ => {
+                self.fail(format!("must be true or false, got {}", self.shown()));
+                None
+            }
+        }
+    }
+
+    fn addr(&mut self) -> Option<SocketAddr> {
+        let raw = self.raw.clone()?;
+        match raw.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.fail(format!(
+                    "must be host:port like 127.0.0.1:8000, got {}",
+                    self.shown()
+                ));
+                None
+            }
+        }
+    }
+
+    fn choice<T: Copy>(&mut self, choices: &[(&str, T)]) -> Option<T> {
+        let raw = self.raw.clone()?.to_ascii_lowercase();
+        match choices.iter().find(|(name, _)| *name == raw) {
+            Some((_, value)) => Some(*value),
+            None => {
+                let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+                self.fail(format!("must be one of {}, got {}", names.join(", "), self.shown()));
+                None
+            }
+        }
+    }
+}
+
+/// Variables read together in [`Settings::from_lookup`]'s final step, not by
+/// their own entry (`apply` does nothing for them).
+fn read_later(_: &mut Value<'_>, _: &mut Settings) {}
+
+macro_rules! setting {
+    ($env:expr, $default:expr, $help:expr, $apply:expr) => {
+        Setting {
+            env: $env,
+            default: $default,
+            help: $help,
+            secret: false,
+            apply: $apply,
+        }
+    };
+    (secret $env:expr, $default:expr, $help:expr, $apply:expr) => {
+        Setting {
+            env: $env,
+            default: $default,
+            help: $help,
+            secret: true,
+            apply: $apply,
+        }
+    };
+}
+
+/// `DECNET_BIND`.
+pub const ENV_BIND: &str = "DECNET_BIND";
+/// `DECNET_JWT_SECRET`.
+pub const ENV_JWT_SECRET: &str = "DECNET_JWT_SECRET";
+/// `DECNET_DEVELOPER`.
+pub const ENV_DEVELOPER: &str = "DECNET_DEVELOPER";
+/// `DECNET_DB_TYPE`.
+pub const ENV_DB_TYPE: &str = "DECNET_DB_TYPE";
+/// `DECNET_DATABASE_URL`.
+pub const ENV_DATABASE_URL: &str = "DECNET_DATABASE_URL";
+/// `DECNET_DB_URL` (DECNET's).
+pub const ENV_DB_URL: &str = "DECNET_DB_URL";
+/// `DECNET_DB_PATH` (DECNET's).
+pub const ENV_DB_PATH: &str = "DECNET_DB_PATH";
+/// `DECNET_DB_HOST`.
+pub const ENV_DB_HOST: &str = "DECNET_DB_HOST";
+/// `DECNET_DB_PORT`.
+pub const ENV_DB_PORT: &str = "DECNET_DB_PORT";
+/// `DECNET_DB_NAME`.
+pub const ENV_DB_NAME: &str = "DECNET_DB_NAME";
+/// `DECNET_DB_USER`.
+pub const ENV_DB_USER: &str = "DECNET_DB_USER";
+/// `DECNET_DB_PASSWORD`.
+pub const ENV_DB_PASSWORD: &str = "DECNET_DB_PASSWORD";
+/// `DECNET_TICKET_STORE`.
+pub const ENV_TICKET_STORE: &str = "DECNET_TICKET_STORE";
+/// `DECNET_CORS_ORIGINS`.
+pub const ENV_CORS_ORIGINS: &str = "DECNET_CORS_ORIGINS";
+/// `DECNET_CORS_ALLOW_WILDCARD`.
+pub const ENV_CORS_ALLOW_WILDCARD: &str = "DECNET_CORS_ALLOW_WILDCARD";
+/// `DECNET_WEB_HOST` (DECNET's; the default CORS origin).
+pub const ENV_WEB_HOST: &str = "DECNET_WEB_HOST";
+/// `DECNET_WEB_PORT` (DECNET's; the default CORS origin).
+pub const ENV_WEB_PORT: &str = "DECNET_WEB_PORT";
+/// `DECNET_DEMO`.
+pub const ENV_DEMO: &str = "DECNET_DEMO";
+/// `DECNET_SSE_HUB_MODE` (the benchmark ablation).
+pub const ENV_SSE_HUB_MODE: &str = "DECNET_SSE_HUB_MODE";
+
+/// Every setting, in the order `--help` and docs/OPERATIONS.md list them.
+pub const SETTINGS: &[Setting] = &[
+    setting!(ENV_BIND, "127.0.0.1:8000", "Listen address", |v, s| {
+        if let Some(addr) = v.addr() {
+            s.bind = addr;
+        }
+    }),
+    setting!("DECNET_OPS_BIND", "", "A separate listen address for /healthz, /readyz and /metrics (then not served on DECNET_BIND)", |v, s| {
+        s.ops_bind = v.addr();
+        s.app.ops_on_main = s.ops_bind.is_none();
+    }),
+    setting!(secret ENV_JWT_SECRET, "", "HS256 secret shared with DECNET's API (at least 32 characters unless DECNET_DEVELOPER=true; generated in demo mode)", |v, s| {
+        s.jwt_secret = v.text().map(str::to_owned);
+    }),
+    setting!(ENV_DEVELOPER, "false", "DECNET's developer mode: allows a JWT secret shorter than 32 characters", |v, s| {
+        if let Some(b) = v.boolean() {
+            s.developer = b;
+        }
+    }),
+    setting!("DECNET_JWT_LEEWAY_SECS", "0", "JWT clock leeway for exp, nbf and iat", |v, s| {
+        if let Some(n) = v.number(0u64, 3600) {
+            s.jwt_leeway_secs = n;
+        }
+    }),
+    setting!(decnet_bus::ENV_BUS_TYPE, "memory", "Bus: unix (DECNET's broker), nats, redis, memory, null, or DECNET's fake (= memory); unix by default with a DECNET database", read_later),
+    setting!(decnet_bus::ENV_BUS_ENABLED, "true", "false forces the null bus (snapshots and keepalives only)", read_later),
+    setting!(decnet_bus::ENV_NATS_URL, "nats://127.0.0.1:4222", "NATS server(s)", read_later),
+    setting!(secret decnet_bus::ENV_REDIS_URL, "redis://127.0.0.1:6379", "Redis, for the bus and the ticket store", |v, s| {
+        if let Some(url) = v.text() {
+            s.redis_url = url.to_owned();
+        }
+    }),
+    setting!(ENV_DB_TYPE, "memory", "Repository: sqlite or mysql (DECNET's database, read-only), postgres, memory; sqlite by default when DECNET's bus or database is configured", read_later),
+    setting!(secret ENV_DATABASE_URL, "", "PostgreSQL URL", read_later),
+    setting!(secret ENV_DB_URL, "", "DECNET's database URL (sqlite+aiosqlite:///path, mysql+asyncmy://user:pass@host:port/db, or postgres://)", read_later),
+    setting!(ENV_DB_PATH, "./decnet.db", "DECNET's SQLite file", read_later),
+    setting!(ENV_DB_HOST, "localhost", "DECNET's MySQL host", read_later),
+    setting!(ENV_DB_PORT, "3306", "DECNET's MySQL port", read_later),
+    setting!(ENV_DB_NAME, "decnet", "DECNET's MySQL database", read_later),
+    setting!(ENV_DB_USER, "decnet", "DECNET's MySQL user", read_later),
+    setting!(secret ENV_DB_PASSWORD, "", "DECNET's MySQL password (required for MySQL without DECNET_DB_URL)", read_later),
+    setting!("DECNET_STATE_FILE", "./decnet-state.json", "DECNET's fleet state file (the /stream stats' fleet decky count)", |v, s| {
+        if let Some(path) = v.text() {
+            s.state_file = PathBuf::from(path);
+        }
+    }),
+    setting!(ENV_TICKET_STORE, "memory", "Ticket store: memory (one instance) or redis (any number of instances)", |v, s| {
+        if let Some(kind) = v.choice(&[("memory", TicketStoreKind::Memory), ("redis", TicketStoreKind::Redis)]) {
+            s.ticket_store = kind;
+        }
+    }),
+    setting!("DECNET_SSE_TICKET_TTL", "60", "Ticket lifetime, seconds", |v, s| {
+        if let Some(ttl) = v.secs(1, 86_400) {
+            s.app.ticket_ttl = ttl;
+        }
+    }),
+    setting!("DECNET_SSE_TICKETS_PER_USER", "20", "Live tickets a user may hold (429 beyond)", |v, s| {
+        if let Some(n) = v.number(1usize, 1_000_000) {
+            s.ticket_limits.per_user = n;
+        }
+    }),
+    setting!("DECNET_SSE_TICKETS_MAX", "100000", "Live tickets in the store (503 beyond)", |v, s| {
+        if let Some(n) = v.number(1usize, 100_000_000) {
+            s.ticket_limits.total = n;
+        }
+    }),
+    setting!("DECNET_SSE_MAX_PER_USER", "5", "Streams per user per instance, every kind together (429 beyond)", |v, s| {
+        if let Some(n) = v.number(0usize, 1_000_000) {
+            s.max_per_user = n;
+        }
+    }),
+    setting!("DECNET_SSE_MAX_TOTAL", "", "Streams per instance (503 beyond; unlimited when unset)", |v, s| {
+        s.max_total = v.number(1usize, 100_000_000);
+    }),
+    setting!("DECNET_SSE_OPEN_RATE", "5", "Stream opens per second per user, sustained (0 = unlimited; 429 beyond)", |v, s| {
+        if let Some(n) = v.number(0.0f64, 1_000_000.0) {
+            s.app.open_rate = n;
+        }
+    }),
+    setting!("DECNET_SSE_OPEN_BURST", "20", "Stream opens a user may make at once before the rate applies", |v, s| {
+        if let Some(n) = v.number(1u32, 1_000_000) {
+            s.app.open_burst = n;
+        }
+    }),
+    setting!("DECNET_SSE_KEEPALIVE_SECS", "15", "Idle keepalive interval, seconds", |v, s| {
+        if let Some(d) = v.secs(1, 3600) {
+            s.hub.keepalive = d;
+        }
+    }),
+    setting!("DECNET_SSE_QUEUE_MAX", "256", "Frames a stream may have queued; overflow sends resync + snapshot", |v, s| {
+        if let Some(n) = v.number(1usize, 1_000_000) {
+            s.hub.queue_max = n;
+        }
+    }),
+    setting!("DECNET_SSE_QUEUE_MAX_BYTES", "8388608", "Bytes a stream may have queued; overflow sends resync + snapshot", |v, s| {
+        if let Some(n) = v.number(1024usize, 1 << 34) {
+            s.hub.queue_max_bytes = n;
+        }
+    }),
+    setting!("DECNET_SSE_REPLAY", "256", "Live frames kept per stream key for resume (0 disables resume)", |v, s| {
+        if let Some(n) = v.number(0usize, 1_000_000) {
+            s.hub.replay_capacity = n;
+        }
+    }),
+    setting!("DECNET_SSE_REPLAY_MAX_BYTES", "67108864", "Bytes kept by every replay ring together", |v, s| {
+        if let Some(n) = v.number(0usize, 1 << 36) {
+            s.hub.replay_max_bytes = n;
+        }
+    }),
+    setting!("DECNET_SSE_REPLAY_GRACE_SECS", "300", "How long a ring outlives its key's last stream, seconds", |v, s| {
+        if let Some(d) = v.secs(0, 86_400) {
+            s.hub.replay_grace = d;
+        }
+    }),
+    setting!("DECNET_SSE_RETRY_MS", "3000", "The retry: hint sent to clients, milliseconds", |v, s| {
+        if let Some(n) = v.number(0u64, 3_600_000) {
+            s.hub.retry = Duration::from_millis(n);
+        }
+    }),
+    setting!("DECNET_SSE_SESSION_UNVERIFIED_SECS", "300", "How long a stream stays open while its session cannot be re-checked (the database is down), seconds", |v, s| {
+        if let Some(d) = v.secs(1, 86_400) {
+            s.hub.session_unknown_max = d;
+        }
+    }),
+    setting!("DECNET_SSE_WRITE_TIMEOUT_SECS", "30", "A connection whose writes make no progress this long is dropped (also its TCP_USER_TIMEOUT), seconds", |v, s| {
+        if let Some(d) = v.secs(1, 3600) {
+            s.serve.write_timeout = d;
+        }
+    }),
+    setting!("DECNET_SSE_SNDBUF", "65536", "Kernel send buffer of a connection that carries a stream, bytes (0 = the kernel's)", |v, s| {
+        if let Some(n) = v.number(0usize, 1 << 30) {
+            s.serve.stream_sndbuf = n;
+        }
+    }),
+    setting!("DECNET_MAX_CONNECTIONS", "50000", "Connections held at once; more are closed at accept", |v, s| {
+        if let Some(n) = v.number(1usize, 100_000_000) {
+            s.serve.max_connections = n;
+        }
+    }),
+    setting!("DECNET_MAX_CONNECTIONS_PER_IP", "4096", "Connections held at once per client address (raise it behind a reverse proxy)", |v, s| {
+        if let Some(n) = v.number(1usize, 100_000_000) {
+            s.serve.max_connections_per_ip = n;
+        }
+    }),
+    setting!(ENV_CORS_ORIGINS, "http://localhost:8080", "Comma-separated dashboard origins; defaults to DECNET's http://<DECNET_WEB_HOST>:<DECNET_WEB_PORT> (* is refused unless DECNET_CORS_ALLOW_WILDCARD=true)", read_later),
+    setting!(ENV_CORS_ALLOW_WILDCARD, "false", "Allow DECNET_CORS_ORIGINS=* (any origin, never with credentials)", read_later),
+    setting!(ENV_WEB_HOST, "127.0.0.1", "DECNET's dashboard host (only for the default CORS origin)", read_later),
+    setting!(ENV_WEB_PORT, "8080", "DECNET's dashboard port (only for the default CORS origin)", read_later),
+    setting!("DECNET_SHUTDOWN_GRACE_SECS", "10", "How long shutdown waits for connections to close, seconds", |v, s| {
+        if let Some(d) = v.secs(0, 3600) {
+            s.serve.shutdown_grace = d;
+        }
+    }),
+    setting!("DECNET_ACCESS_LOG", "true", "Log every request (target decnet_events::access)", |v, s| {
+        if let Some(b) = v.boolean() {
+            s.app.access_log.enabled = b;
+        }
+    }),
+    setting!("DECNET_ACCESS_LOG_SAMPLE", "1", "Log one request in N (errors always)", |v, s| {
+        if let Some(n) = v.number(1u64, 1_000_000) {
+            s.app.access_log = AccessLog::new(s.app.access_log.enabled, n, s.app.access_log.skip.clone());
+        }
+    }),
+    setting!("DECNET_ACCESS_LOG_SKIP", "", "Comma-separated route templates never logged (e.g. /healthz,/metrics)", |v, s| {
+        if let Some(raw) = v.text() {
+            let skip = raw.split(',').map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()).collect();
+            s.app.access_log = AccessLog::new(s.app.access_log.enabled, s.app.access_log.every, skip);
+        }
+    }),
+    setting!("DECNET_LOG_FORMAT", "text", "Log format: text or json (one object per line)", |v, s| {
+        if let Some(format) = v.choice(&[("text", LogFormat::Text), ("json", LogFormat::Json)]) {
+            s.log_format = format;
+        }
+    }),
+    setting!(ENV_DEMO, "auto", "Run the embedded demo: auto (only on the embedded default), true, false", |v, s| {
+        if v.text().is_some_and(|t| t.eq_ignore_ascii_case("auto")) {
+            s.demo = None;
+        } else if let Some(b) = v.boolean() {
+            s.demo = Some(b);
+        }
+    }),
+    #[cfg(feature = "ablation")]
+    setting!(ENV_SSE_HUB_MODE, "shared", "shared, or per-connection (every stream subscribes on its own, as DECNET does: a benchmark ablation)", |v, s| {
+        use decnet_stream::SubscriptionMode;
+        if let Some(mode) = v.choice(&[("shared", SubscriptionMode::Shared), ("per-connection", SubscriptionMode::PerConnection)]) {
+            s.hub.mode = mode;
+        }
+    }),
+];
+
+/// Secrets DECNET refuses whatever the mode (lower-cased comparison).
+const WEAK_SECRETS: [&str; 5] = [
+    "fallback-secret-key-change-me",
+    "admin",
+    "secret",
+    "password",
+    "changeme",
+];
+
+impl Settings {
+    /// Read and validate every setting through `lookup` (the binary passes
+    /// its flags and the environment merged; tests pass a map). Values are
+    /// trimmed; empty values count as unset.
+    ///
+    /// # Errors
+    ///
+    /// Every bad variable, each naming the variable.
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Settings, Vec<SettingError>> {
+        let get = |var: &str| lookup(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let mut errors = Vec::new();
+        let mut settings = Settings::default();
+        for setting in SETTINGS {
+            let mut value = Value {
+                env: setting.env,
+                raw: get(setting.env),
+                secret: setting.secret,
+                errors: &mut errors,
+            };
+            (setting.apply)(&mut value, &mut settings);
+        }
+        finish(&get, &mut settings, &mut errors);
+        if errors.is_empty() {
+            Ok(settings)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn fail(errors: &mut Vec<SettingError>, var: &'static str, message: impl Into<String>) {
+    errors.push(SettingError {
+        var,
+        message: message.into(),
+    });
+}
+
+/// The settings read together: database, bus, CORS, the secret's rules.
+fn finish(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut Vec<SettingError>) {
+    database(get, s, errors);
+    // DECNET-shaped: DECNET's broker or database is configured.
+    let decnet_shaped = matches!(s.db.kind, DbKind::Sqlite | DbKind::Mysql)
+        || get(decnet_bus::ENV_BUS_SOCKET).is_some();
+    let bus_lookup = |var: &str| {
+        if var == decnet_bus::ENV_BUS_TYPE && get(var).is_none() && decnet_shaped {
+            return Some("unix".to_owned());
+        }
+        get(var)
+    };
+    match BusConfig::from_lookup(bus_lookup) {
+        Ok(bus) => s.bus = bus,
+        Err(error) => fail(errors, error.var(), error.to_string()),
+    }
+    cors(get, s, errors);
+    secret(s, errors);
+}
+
+fn database(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut Vec<SettingError>) {
+    let url = get(ENV_DB_URL);
+    // The scheme without its SQLAlchemy driver suffix (`mysql+asyncmy`).
+    let url_kind = url.as_deref().map(|u| {
+        let scheme = u.split(':').next().unwrap_or_default().to_ascii_lowercase();
+        scheme.split('+').next().unwrap_or_default().to_owned()
+    });
+    let explicit = get(ENV_DB_TYPE).map(|t| t.to_ascii_lowercase());
+    let kind = match explicit.as_deref() {
+        Some("memory") => DbKind::Memory,
+        Some("postgres" | "postgresql") => DbKind::Postgres,
+        Some("sqlite") => DbKind::Sqlite,
+        Some("mysql") => DbKind::Mysql,
+        Some(_) => {
+            fail(errors, ENV_DB_TYPE, "must be one of sqlite, mysql, postgres, memory");
+            DbKind::Memory
+        }
+        None => match url_kind.as_deref() {
+            Some("sqlite") => DbKind::Sqlite,
+            Some("mysql" | "mariadb") => DbKind::Mysql,
+            Some("postgres" | "postgresql") => DbKind::Postgres,
+            _ if get(ENV_DB_PATH).is_some() => DbKind::Sqlite,
+            _ if get(ENV_DATABASE_URL).is_some() => DbKind::Postgres,
+            // DECNET's own default, when DECNET's broker is what is configured.
+            _ if get(decnet_bus::ENV_BUS_SOCKET).is_some()
+                || get(decnet_bus::ENV_BUS_TYPE).is_some_and(|t| t.eq_ignore_ascii_case("unix")) =>
+            {
+                DbKind::Sqlite
+            }
+            _ => DbKind::Memory,
+        },
+    };
+    s.db.kind = kind;
+    match kind {
+        DbKind::Memory => {}
+        DbKind::Postgres => {
+            let pg = get(ENV_DATABASE_URL).or_else(|| url.clone().filter(|_| matches!(url_kind.as_deref(), Some("postgres" | "postgresql"))));
+            match pg {
+                Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") || u.contains('=') => {
+                    s.db.postgres_url = Some(u);
+                }
+                Some(_) => fail(errors, ENV_DATABASE_URL, "must start with postgres:// or postgresql://"),
+                None => fail(errors, ENV_DATABASE_URL, "is required when DECNET_DB_TYPE=postgres"),
+            }
+        }
+        DbKind::Sqlite => {
+            if let Some(path) = get(ENV_DB_PATH) {
+                s.db.sqlite_path = PathBuf::from(path);
+            } else if let Some(u) = url.as_deref().filter(|_| url_kind.as_deref() == Some("sqlite")) {
+                match sqlite_path_of(u) {
+                    Some(path) => s.db.sqlite_path = path,
+                    None => fail(errors, ENV_DB_URL, "is a sqlite URL without a file path"),
+                }
+            }
+        }
+        DbKind::Mysql => {
+            if let Some(u) = url.as_deref().filter(|_| matches!(url_kind.as_deref(), Some("mysql" | "mariadb"))) {
+                // Drop the SQLAlchemy driver suffix (`mysql+asyncmy://`).
+                let rest = u.split_once("://").map_or("", |(_, r)| r);
+                s.db.mysql_url = Some(format!("mysql://{rest}"));
+            } else {
+                let host = get(ENV_DB_HOST).unwrap_or_else(|| "localhost".to_owned());
+                let port = match get(ENV_DB_PORT) {
+                    None => 3306,
+                    Some(p) => match p.parse::<u16>() {
+                        Ok(n) if n > 0 => n,
+                        _ => {
+                            fail(errors, ENV_DB_PORT, "must be a port between 1 and 65535");
+                            3306
+                        }
+                    },
+                };
+                let name = get(ENV_DB_NAME).unwrap_or_else(|| "decnet".to_owned());
+                let user = get(ENV_DB_USER).unwrap_or_else(|| "decnet".to_owned());
+                match get(ENV_DB_PASSWORD) {
+                    None => fail(errors, ENV_DB_PASSWORD, "is required for MySQL without DECNET_DB_URL (DECNET's rule)"),
+                    Some(password) => {
+                        let enc = |t: &str| percent_encoding::utf8_percent_encode(t, percent_encoding::NON_ALPHANUMERIC).to_string();
+                        s.db.mysql_url = Some(format!(
+                            "mysql://{}:{}@{host}:{port}/{}",
+                            enc(&user),
+                            enc(&password),
+                            enc(&name)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The file of a SQLAlchemy SQLite URL: `sqlite+aiosqlite:////abs/path`
+/// (absolute) and `sqlite:///rel/path` (relative); query strings dropped.
+pub fn sqlite_path_of(url: &str) -> Option<PathBuf> {
+    let (_, rest) = url.split_once(':')?;
+    let rest = rest.split('?').next().unwrap_or_default();
+    let path = rest.strip_prefix("///").or_else(|| rest.strip_prefix("//"))?;
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+fn cors(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut Vec<SettingError>) {
+    let allow_wildcard = match get(ENV_CORS_ALLOW_WILDCARD).map(|v| v.to_ascii_lowercase()) {
+        None => false,
+        Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => true,
+        Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => false,
+        Some(_) => {
+            fail(errors, ENV_CORS_ALLOW_WILDCARD, "must be true or false");
+            false
+        }
+    };
+    let origins: Vec<String> = match get(ENV_CORS_ORIGINS) {
+        Some(raw) => raw
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect(),
+        None => {
+            // DECNET's default: the dashboard's own address, wildcard binds
+            // resolving to localhost.
+            let host = get(ENV_WEB_HOST).unwrap_or_else(|| "127.0.0.1".to_owned());
+            let host = if matches!(host.as_str(), "0.0.0.0" | "127.0.0.1" | "::") {
+                "localhost".to_owned()
+            } else {
+                host
+            };
+            let port = get(ENV_WEB_PORT).unwrap_or_else(|| "8080".to_owned());
+            vec![format!("http://{host}:{port}")]
+        }
+    };
+    for origin in &origins {
+        if origin == "*" {
+            if !allow_wildcard {
+                fail(errors, ENV_CORS_ORIGINS, "\"*\" is refused, as DECNET refuses it (set DECNET_CORS_ALLOW_WILDCARD=true to allow any origin)");
+            }
+        } else if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+            fail(errors, ENV_CORS_ORIGINS, format!("origin {origin:?} must start with http:// or https://"));
+        }
+    }
+    s.app.cors = Cors::new(origins);
+}
+
+fn secret(s: &mut Settings, errors: &mut Vec<SettingError>) {
+    match &s.jwt_secret {
+        None if !s.is_embedded() => fail(
+            errors,
+            ENV_JWT_SECRET,
+            "is required when a real bus, database or ticket store is configured",
+        ),
+        None => {}
+        Some(secret) => {
+            if WEAK_SECRETS.contains(&secret.to_ascii_lowercase().as_str()) {
+                fail(errors, ENV_JWT_SECRET, "is a known weak value (DECNET refuses it too)");
+            } else if secret.chars().count() < 32 && !s.developer {
+                fail(errors, ENV_JWT_SECRET, "must be at least 32 characters (DECNET's rule) unless DECNET_DEVELOPER=true");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    const SECRET: &str = "a-secret-of-at-least-32-characters!!";
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Settings, Vec<SettingError>> {
+        let map: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::from_lookup(&move |k| map.get(k).cloned())
+    }
+
+    fn vars_in_error(vars: &[(&str, &str)]) -> Vec<&'static str> {
+        parse(vars)
+            .expect_err("must fail")
+            .into_iter()
+            .map(|e| e.var)
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_demo() {
+        let s = parse(&[]).expect("defaults are valid");
+        assert_eq!(s.bind, "127.0.0.1:8000".parse().expect("addr"));
+        assert_eq!(s.bus.kind, BusKind::Memory);
+        assert_eq!(s.db.kind, DbKind::Memory);
+        assert!(s.is_embedded() && s.demo());
+        assert_eq!(s.app.cors.origins(), ["http://localhost:8080"]);
+        assert_eq!(s.hub.revalidate_every, crate::REVALIDATE_EVERY);
+    }
+
+    #[test]
+    fn every_documented_default_is_the_real_default() {
+        // Parsing each entry's documented default changes nothing.
+        for setting in SETTINGS {
+            if setting.default.is_empty() || setting.env == ENV_DB_PATH {
+                continue;
+            }
+            let default = setting.default.trim_start_matches("./");
+            let parsed = parse(&[(setting.env, default)])
+                .unwrap_or_else(|e| panic!("{}={default}: {e:?}", setting.env));
+            assert_eq!(
+                format!("{parsed:?}"),
+                format!("{:?}", parse(&[]).expect("defaults")),
+                "{} documents {default:?} but that is not its default",
+                setting.env
+            );
+        }
+    }
+
+    #[test]
+    fn every_bad_variable_is_reported() {
+        assert_eq!(
+            vars_in_error(&[
+                ("DECNET_SSE_MAX_PER_USER", "five"),
+                ("DECNET_SSE_KEEPALIVE_SECS", "0"),
+                (ENV_BIND, "nowhere"),
+                (ENV_DB_TYPE, "oracle"),
+            ]),
+            vec![ENV_BIND, "DECNET_SSE_MAX_PER_USER", "DECNET_SSE_KEEPALIVE_SECS", ENV_DB_TYPE]
+        );
+        assert_eq!(vars_in_error(&[(decnet_bus::ENV_BUS_TYPE, "kafka")]), vec![decnet_bus::ENV_BUS_TYPE]);
+        assert_eq!(vars_in_error(&[(ENV_TICKET_STORE, "disk")]), vec![ENV_TICKET_STORE]);
+        assert_eq!(vars_in_error(&[(ENV_CORS_ORIGINS, "example.com")]), vec![ENV_CORS_ORIGINS]);
+        assert_eq!(vars_in_error(&[(ENV_DEMO, "maybe")]), vec![ENV_DEMO]);
+    }
+
+    #[test]
+    fn cors_wildcard_is_refused_unless_opted_in() {
+        assert_eq!(vars_in_error(&[(ENV_CORS_ORIGINS, "*")]), vec![ENV_CORS_ORIGINS]);
+        assert_eq!(
+            vars_in_error(&[(ENV_CORS_ORIGINS, "https://a.example, *")]),
+            vec![ENV_CORS_ORIGINS]
+        );
+        let s = parse(&[(ENV_CORS_ORIGINS, "*"), (ENV_CORS_ALLOW_WILDCARD, "true")]).expect("opted in");
+        assert_eq!(s.app.cors.origins(), ["*"]);
+        let s = parse(&[(ENV_WEB_HOST, "dash.example"), (ENV_WEB_PORT, "9090")]).expect("valid");
+        assert_eq!(s.app.cors.origins(), ["http://dash.example:9090"]);
+    }
+
+    #[test]
+    fn decnets_secret_rule() {
+        let db = [(ENV_DB_TYPE, "postgres"), (ENV_DATABASE_URL, "postgres://x/y")];
+        let with = |secret: &str, developer: &str| {
+            let mut vars = db.to_vec();
+            vars.push((ENV_JWT_SECRET, secret));
+            vars.push((ENV_DEVELOPER, developer));
+            parse(&vars).map(|_| ()).map_err(|e| e.into_iter().map(|e| e.var).collect::<Vec<_>>())
+        };
+        assert_eq!(with("short", "false"), Err(vec![ENV_JWT_SECRET]));
+        assert_eq!(with("short", "true"), Ok(()));
+        assert_eq!(with("ChangeMe", "true"), Err(vec![ENV_JWT_SECRET]));
+        assert_eq!(with(SECRET, "false"), Ok(()));
+        assert_eq!(vars_in_error(&db), vec![ENV_JWT_SECRET]);
+        let err = parse(&[(ENV_JWT_SECRET, "hunter2")]).err().unwrap_or_default();
+        assert!(err.iter().all(|e| !e.message.contains("hunter2")), "{err:?}");
+    }
+
+    #[test]
+    fn decnet_shaped_defaults() {
+        // DECNET's env file: sqlite database, no bus type: the unix bus.
+        let s = parse(&[(ENV_DB_TYPE, "sqlite"), (ENV_JWT_SECRET, SECRET)]).expect("valid");
+        assert_eq!((s.db.kind, s.bus.kind), (DbKind::Sqlite, BusKind::Unix));
+        assert_eq!(s.db.sqlite_path, PathBuf::from("decnet.db"));
+        assert!(!s.demo());
+        let s = parse(&[(decnet_bus::ENV_BUS_TYPE, "unix"), (ENV_JWT_SECRET, SECRET)]).expect("valid");
+        assert_eq!(s.db.kind, DbKind::Sqlite);
+        let s = parse(&[(ENV_DB_URL, "sqlite+aiosqlite:////opt/decnet/decnet.db"), (ENV_JWT_SECRET, SECRET)]).expect("valid");
+        assert_eq!(s.db.sqlite_path, PathBuf::from("/opt/decnet/decnet.db"));
+        let s = parse(&[(ENV_DB_PATH, "/var/lib/decnet.db"), (ENV_JWT_SECRET, SECRET)]).expect("valid");
+        assert_eq!((s.db.kind, s.db.sqlite_path.clone()), (DbKind::Sqlite, PathBuf::from("/var/lib/decnet.db")));
+        // DECNET_BUS_TYPE=fake is our memory bus.
+        let s = parse(&[(decnet_bus::ENV_BUS_TYPE, "fake")]).expect("valid");
+        assert_eq!(s.bus.kind, BusKind::Memory);
+    }
+
+    #[test]
+    fn mysql_from_a_url_or_decnets_components() {
+        let s = parse(&[(ENV_DB_URL, "mysql+asyncmy://u:p%40ss@db:3307/dec"), (ENV_JWT_SECRET, SECRET)]).expect("valid");
+        assert_eq!(s.db.kind, DbKind::Mysql);
+        assert_eq!(s.db.mysql_url.as_deref(), Some("mysql://u:p%40ss@db:3307/dec"));
+        let s = parse(&[(ENV_DB_TYPE, "mysql"), (ENV_DB_PASSWORD, "p w"), (ENV_JWT_SECRET, SECRET)]).expect("valid");
+        assert_eq!(s.db.mysql_url.as_deref(), Some("mysql://decnet:p%20w@localhost:3306/decnet"));
+        assert_eq!(vars_in_error(&[(ENV_DB_TYPE, "mysql"), (ENV_JWT_SECRET, SECRET)]), vec![ENV_DB_PASSWORD]);
+        assert_eq!(
+            vars_in_error(&[(ENV_DB_TYPE, "mysql"), (ENV_DB_PASSWORD, "x"), (ENV_DB_PORT, "99999"), (ENV_JWT_SECRET, SECRET)]),
+            vec![ENV_DB_PORT]
+        );
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("p%20w") && !shown.contains(SECRET), "{shown}");
+    }
+
+    #[test]
+    fn flags_are_derived_from_the_variable() {
+        let flags: Vec<String> = SETTINGS.iter().map(Setting::flag).collect();
+        assert!(flags.contains(&"sse-queue-max".to_owned()));
+        assert!(flags.contains(&"bind".to_owned()));
+        let mut unique = flags.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), flags.len(), "two settings share a flag");
+    }
+
+    #[test]
+    fn sqlite_urls() {
+        assert_eq!(sqlite_path_of("sqlite+aiosqlite:////abs/x.db"), Some(PathBuf::from("/abs/x.db")));
+        assert_eq!(sqlite_path_of("sqlite:///rel/x.db"), Some(PathBuf::from("rel/x.db")));
+        assert_eq!(sqlite_path_of("sqlite:///x.db?mode=ro"), Some(PathBuf::from("x.db")));
+        assert_eq!(sqlite_path_of("sqlite://"), None);
+        assert_eq!(sqlite_path_of("sqlite:///:memory:"), None);
+    }
+}
