@@ -103,6 +103,9 @@ mod null;
 mod queue;
 #[cfg(feature = "redis")]
 mod redis_bus;
+#[cfg(unix)]
+mod unix_bus;
+pub mod unix_proto;
 
 pub use backend::{Backend, ConnectionState, RawSubscription};
 pub use bus::{
@@ -110,8 +113,8 @@ pub use bus::{
     DEFAULT_SUBSCRIBE_TIMEOUT, Subscription,
 };
 pub use config::{
-    BusConfig, BusKind, DEFAULT_NATS_URL, DEFAULT_REDIS_URL, ENV_BUS_ENABLED, ENV_BUS_TYPE,
-    ENV_NATS_URL, ENV_REDIS_URL,
+    BusConfig, BusKind, DEFAULT_NATS_URL, DEFAULT_REDIS_URL, DEFAULT_SOCKET_PATH, ENV_BUS_ENABLED,
+    ENV_BUS_SOCKET, ENV_BUS_TYPE, ENV_NATS_URL, ENV_REDIS_URL, RUNTIME_DIR, resolve_socket_path,
 };
 pub use error::{BoxError, ConfigError, ConnectError, PublishError, SubscribeError};
 pub use event::{
@@ -124,3 +127,7 @@ pub use nats_bus::{NatsBus, NatsConfig};
 pub use null::NullBus;
 #[cfg(feature = "redis")]
 pub use redis_bus::{RedisBus, RedisConfig};
+#[cfg(unix)]
+pub use unix_bus::{
+    DEFAULT_CLIENT_NAME, RESERVED_ROOT, UnixBus, UnixConfig, runtime_dir_is_writable,
+};
