@@ -1014,7 +1014,7 @@ mod tests {
         let ok = publish_frame("a.b", br#"{"type":"x","payload":{}}"#);
         assert_eq!(
             ok.ok().as_deref(),
-            Some(&b"PUB a.b\n\0\0\0\x1b{\"type\":\"x\",\"payload\":{}}"[..])
+            Some(&b"PUB a.b\n\0\0\0\x19{\"type\":\"x\",\"payload\":{}}"[..])
         );
         assert!(matches!(
             publish_frame("caf\u{e9}.b", b"{}"),
