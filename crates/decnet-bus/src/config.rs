@@ -439,7 +439,8 @@ mod tests {
             check_err(&[(ENV_BUS_TYPE, "unix")], ENV_BUS_TYPE);
         }
         // Disabled wins over unix, and then no socket is resolved at all.
-        let config = parse(&[(ENV_BUS_TYPE, "unix"), (ENV_BUS_ENABLED, "false")]).unwrap_or_default();
+        let config =
+            parse(&[(ENV_BUS_TYPE, "unix"), (ENV_BUS_ENABLED, "false")]).unwrap_or_default();
         assert_eq!((config.kind, config.socket_path), (BusKind::Null, None));
         // Other kinds ignore the socket.
         let config = parse(&[(ENV_BUS_TYPE, "memory"), socket[0]]).unwrap_or_default();
@@ -495,7 +496,10 @@ mod tests {
             match resolve(vars, false) {
                 Err(err) => {
                     assert_eq!(err.var(), ENV_BUS_SOCKET);
-                    assert!(err.to_string().starts_with("DECNET_BUS_SOCKET is not set"), "{err}");
+                    assert!(
+                        err.to_string().starts_with("DECNET_BUS_SOCKET is not set"),
+                        "{err}"
+                    );
                 }
                 Ok(path) => panic!("resolved {path:?}"),
             }

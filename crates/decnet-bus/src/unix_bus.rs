@@ -809,7 +809,8 @@ impl Driver {
         } else {
             tracing::warn!(
                 bus = "unix",
-                timeout_ms = u64::try_from(self.config.confirm_timeout.as_millis()).unwrap_or(u64::MAX),
+                timeout_ms =
+                    u64::try_from(self.config.confirm_timeout.as_millis()).unwrap_or(u64::MAX),
                 "bus subscription not confirmed in time; going on without confirmation"
             );
         }
@@ -831,7 +832,9 @@ impl Driver {
         }
         if let Ok(frame) = unix_proto::encode(Verb::Pub, &round.topic, PROBE_BODY) {
             // A full queue skips this probe; the next one follows.
-            let _ = link.publisher.try_send(PublishRequest { frame, done: None });
+            let _ = link
+                .publisher
+                .try_send(PublishRequest { frame, done: None });
         }
         round.next_publish = now + round.interval;
         round.interval = (round.interval * 2).min(PROBE_MAX_INTERVAL);
@@ -860,7 +863,11 @@ impl Driver {
 
     async fn on_event(&mut self, link: &mut Link, topic: String, body: Bytes) -> Result<(), Flow> {
         if is_reserved(&topic) {
-            if self.round.as_ref().is_some_and(|round| round.topic == topic) {
+            if self
+                .round
+                .as_ref()
+                .is_some_and(|round| round.topic == topic)
+            {
                 return self.finish_round(link, true).await;
             }
             return Ok(());
@@ -1000,7 +1007,15 @@ mod tests {
 
     #[test]
     fn publish_body_refuses_what_the_broker_would_close_on() {
-        for bad in [&b""[..], b"not json", b"[1,2]", b"\"s\"", b"3", b"null", b"{\"a\":"] {
+        for bad in [
+            &b""[..],
+            b"not json",
+            b"[1,2]",
+            b"\"s\"",
+            b"3",
+            b"null",
+            b"{\"a\":",
+        ] {
             assert!(
                 matches!(publish_body(bad), Err(EncodeError::BodyNotObject(_))),
                 "{:?}",
@@ -1025,7 +1040,10 @@ mod tests {
             publish_frame(&long_topic, b"{}"),
             Err(PublishError::Rejected(_))
         ));
-        let big = format!(r#"{{"payload":{{"pad":"{}"}}}}"#, "x".repeat(MAX_BODY_BYTES));
+        let big = format!(
+            r#"{{"payload":{{"pad":"{}"}}}}"#,
+            "x".repeat(MAX_BODY_BYTES)
+        );
         assert!(matches!(
             publish_frame("a", big.as_bytes()),
             Err(PublishError::TooLarge { .. })

@@ -180,7 +180,10 @@ pub enum EncodeError {
 /// Whether `byte` is whitespace for Python's `str.strip()` (ASCII range),
 /// which DECNET applies to the header arguments.
 fn is_py_space(byte: u8) -> bool {
-    matches!(byte, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0x1c..=0x1f)
+    matches!(
+        byte,
+        b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0x1c..=0x1f
+    )
 }
 
 fn trim_py(mut bytes: &[u8]) -> &[u8] {
@@ -469,7 +472,12 @@ mod tests {
 
     fn check_err(bytes: &[u8], expected: FrameError) {
         let (_, res) = decode_all(bytes, bytes.len());
-        assert_eq!(res, Err(expected.clone()), "{:?}", String::from_utf8_lossy(bytes));
+        assert_eq!(
+            res,
+            Err(expected.clone()),
+            "{:?}",
+            String::from_utf8_lossy(bytes)
+        );
         let (_, res) = decode_all(bytes, 1);
         assert_eq!(res, Err(expected), "byte by byte");
     }
@@ -504,7 +512,12 @@ mod tests {
             let args = vector["args"].as_str().unwrap_or_default();
             let body = vector["body"].as_str().unwrap_or_default();
             let encoded = encode(verb, args, body.as_bytes());
-            assert_eq!(encoded.as_deref().ok(), Some(&bytes[..]), "{}", vector["name"]);
+            assert_eq!(
+                encoded.as_deref().ok(),
+                Some(&bytes[..]),
+                "{}",
+                vector["name"]
+            );
         }
     }
 
@@ -544,7 +557,10 @@ mod tests {
         check_err(b"\n\0\0\0\0", FrameError::EmptyHeader);
         check_err(b"\r\r\n\0\0\0\0", FrameError::EmptyHeader);
         check_err(b"pub a\n\0\0\0\0", FrameError::UnknownVerb("pub".into()));
-        check_err(b"PUB\ta\n\0\0\0\0", FrameError::UnknownVerb("PUB\ta".into()));
+        check_err(
+            b"PUB\ta\n\0\0\0\0",
+            FrameError::UnknownVerb("PUB\ta".into()),
+        );
         check_err(b" PUB a\n\0\0\0\0", FrameError::UnknownVerb(String::new()));
         check_err(b"PUBLISH a\n", FrameError::UnknownVerb("PUBLISH".into()));
         check_err("PUB caf\u{e9}\n".as_bytes(), FrameError::NonAsciiHeader);
@@ -636,9 +652,18 @@ mod tests {
 
     #[test]
     fn encoder_refusals() {
-        assert_eq!(encode(Verb::Pub, "a\nb", b""), Err(EncodeError::LineBreakInArgs));
-        assert_eq!(encode(Verb::Pub, "a\rb", b""), Err(EncodeError::LineBreakInArgs));
-        assert_eq!(encode(Verb::Sub, "caf\u{e9}", b""), Err(EncodeError::NonAsciiHeader));
+        assert_eq!(
+            encode(Verb::Pub, "a\nb", b""),
+            Err(EncodeError::LineBreakInArgs)
+        );
+        assert_eq!(
+            encode(Verb::Pub, "a\rb", b""),
+            Err(EncodeError::LineBreakInArgs)
+        );
+        assert_eq!(
+            encode(Verb::Sub, "caf\u{e9}", b""),
+            Err(EncodeError::NonAsciiHeader)
+        );
         let long = "a".repeat(MAX_HEADER_BYTES - 4);
         assert_eq!(
             encode(Verb::Sub, &long, b""),
@@ -655,7 +680,10 @@ mod tests {
         ));
         assert!(encode(Verb::Pub, "a", &body[1..]).is_ok());
         // Trailing whitespace of the header is stripped, as DECNET's encoder does.
-        assert_eq!(encode(Verb::Bye, "", b"").ok().as_deref(), Some(&b"BYE\n\0\0\0\0"[..]));
+        assert_eq!(
+            encode(Verb::Bye, "", b"").ok().as_deref(),
+            Some(&b"BYE\n\0\0\0\0"[..])
+        );
         assert_eq!(
             encode(Verb::Hello, "x  ", b"").ok().as_deref(),
             Some(&b"HELLO x\n\0\0\0\0"[..])

@@ -187,7 +187,11 @@ async fn two_connections_named_decnet_events() {
         let patterns: Vec<Vec<String>> = b.connections().into_iter().map(|c| c.patterns).collect();
         patterns == [vec!["a.b".to_owned()], Vec::new()]
     };
-    assert!(broker.wait_until(WAIT, split).await, "{:?}", broker.connections());
+    assert!(
+        broker.wait_until(WAIT, split).await,
+        "{:?}",
+        broker.connections()
+    );
 }
 
 #[tokio::test]
@@ -324,7 +328,8 @@ async fn decnet_clients_and_this_bus_see_each_other() {
     assert_ne!(event.id, "x");
     // We publish: a DECNET subscriber gets exactly type and payload, stamped
     // by the broker in DECNET's key order.
-    api.send(&frame(&format!("SUB {prefix}.attacker.>"), b"")).await;
+    api.send(&frame(&format!("SUB {prefix}.attacker.>"), b""))
+        .await;
     assert!(
         broker
             .wait_until(WAIT, |b| b
@@ -351,7 +356,10 @@ async fn decnet_clients_and_this_bus_see_each_other() {
         .unwrap_or_default();
     assert_eq!(keys, ["v", "id", "topic", "type", "ts", "payload"]);
     assert_eq!(body["type"], json!("scored"));
-    assert_eq!(body["payload"], json!({"attacker_ip": "203.0.113.7", "score": 80}));
+    assert_eq!(
+        body["payload"],
+        json!({"attacker_ip": "203.0.113.7", "score": 80})
+    );
 }
 
 #[tokio::test]
@@ -374,8 +382,15 @@ async fn refused_messages_never_reach_the_broker() {
     assert!(matches!(res, Err(PublishError::Rejected(_))), "{res:?}");
     // Nothing reached the broker, which closed nothing; we are still connected.
     assert!(bus.publish(&topic, "fine", Map::new()).await.is_ok());
-    assert_eq!(next_event(&mut subscription, "fine").await.event_type, "fine");
-    assert!(broker.stats().closes.is_empty(), "{:?}", broker.stats().closes);
+    assert_eq!(
+        next_event(&mut subscription, "fine").await.event_type,
+        "fine"
+    );
+    assert!(
+        broker.stats().closes.is_empty(),
+        "{:?}",
+        broker.stats().closes
+    );
     assert_eq!(bus.state(), ConnectionState::Connected);
     assert_eq!(bus.counters().publish_failures, 7);
 }
@@ -408,7 +423,11 @@ async fn slow_subscription_drops_oldest() {
     let topic = format!("{}.slow", prefix());
     let mut subscription = subscribe(&bus, &topic).await;
     for n in 0..10 {
-        assert!(bus.publish(&topic, "n", payload(json!({"n": n}))).await.is_ok());
+        assert!(
+            bus.publish(&topic, "n", payload(json!({"n": n})))
+                .await
+                .is_ok()
+        );
     }
     let deadline = Instant::now() + WAIT;
     while bus.counters().dropped < 6 && Instant::now() < deadline {
@@ -429,8 +448,16 @@ async fn close_says_bye_on_both_connections() {
     let _subscription = subscribe(&bus, "c.d").await;
     assert_eq!(broker.stats().connections, 2);
     bus.close().await;
-    assert!(broker.wait_until(WAIT, |b| b.stats().connections == 0).await);
-    assert!(broker.stats().closes.is_empty(), "{:?}", broker.stats().closes);
+    assert!(
+        broker
+            .wait_until(WAIT, |b| b.stats().connections == 0)
+            .await
+    );
+    assert!(
+        broker.stats().closes.is_empty(),
+        "{:?}",
+        broker.stats().closes
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,7 +473,10 @@ async fn subscriptions_survive_a_broker_restart() {
     let mut third = subscribe(&bus, &wildcard).await;
     assert!(bus.publish(&exact, "before", Map::new()).await.is_ok());
     for subscription in [&mut first, &mut second, &mut third] {
-        assert_eq!(next_event(subscription, "before").await.event_type, "before");
+        assert_eq!(
+            next_event(subscription, "before").await.event_type,
+            "before"
+        );
     }
 
     broker.kill().await;
@@ -457,7 +487,11 @@ async fn subscriptions_survive_a_broker_restart() {
         let started = Instant::now();
         let res = bus.publish(&exact, "while-down", Map::new()).await;
         assert!(matches!(res, Err(PublishError::Transport(_))), "{res:?}");
-        assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
     }
     assert_eq!(bus.counters().publish_failures, 2);
     // Subscribing while down returns at once; it is sent on reconnect.
@@ -480,7 +514,11 @@ async fn subscriptions_survive_a_broker_restart() {
     );
     assert_eq!(
         broker_patterns(&broker),
-        [wildcard.clone(), exact.clone(), format!("{prefix}.restart.late")]
+        [
+            wildcard.clone(),
+            exact.clone(),
+            format!("{prefix}.restart.late")
+        ]
     );
     assert!(
         publish_until_received(&bus, &exact, &mut first, Duration::from_secs(10)).await,
@@ -508,7 +546,9 @@ async fn subscriptions_survive_a_broker_restart() {
     }
     assert_eq!(bus.state(), ConnectionState::Connected);
     let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let reconnecting = seen.iter().position(|s| *s == ConnectionState::Reconnecting);
+    let reconnecting = seen
+        .iter()
+        .position(|s| *s == ConnectionState::Reconnecting);
     let connected = seen.iter().rposition(|s| *s == ConnectionState::Connected);
     assert!(
         matches!((reconnecting, connected), (Some(r), Some(c)) if r < c),
@@ -518,7 +558,8 @@ async fn subscriptions_survive_a_broker_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bus_created_while_broker_down_connects_later() {
-    let dir = std::env::temp_dir().join(format!("decnet-bus-late-{}", test_support::unique_suffix()));
+    let dir =
+        std::env::temp_dir().join(format!("decnet-bus-late-{}", test_support::unique_suffix()));
     assert!(std::fs::create_dir_all(&dir).is_ok());
     let path = dir.join("bus.sock");
     let config = BusConfig::from_lookup(|var| match var {

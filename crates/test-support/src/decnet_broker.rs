@@ -492,7 +492,13 @@ async fn serve_connection(core: Arc<Core>, stream: UnixStream) {
 }
 
 /// DECNET's `_dispatch` for one frame.
-fn dispatch(core: &Core, id: u64, verb: &str, args: &str, body: &[u8]) -> Result<Step, CloseReason> {
+fn dispatch(
+    core: &Core,
+    id: u64,
+    verb: &str,
+    args: &str,
+    body: &[u8],
+) -> Result<Step, CloseReason> {
     match verb {
         "HELLO" => {
             if !args.is_empty()
@@ -657,7 +663,10 @@ impl TestBroker {
     /// # Panics
     ///
     /// Outside a Tokio runtime.
-    pub async fn start_with(path: impl Into<PathBuf>, config: BrokerConfig) -> io::Result<TestBroker> {
+    pub async fn start_with(
+        path: impl Into<PathBuf>,
+        config: BrokerConfig,
+    ) -> io::Result<TestBroker> {
         let mut broker = TestBroker {
             path: path.into(),
             config,
@@ -704,7 +713,10 @@ impl TestBroker {
         if !parent.as_os_str().is_empty() && !parent.is_dir() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
-                format!("bus socket parent directory {} does not exist", parent.display()),
+                format!(
+                    "bus socket parent directory {} does not exist",
+                    parent.display()
+                ),
             ));
         }
         if std::fs::metadata(&self.path).is_ok_and(|m| m.file_type().is_socket()) {

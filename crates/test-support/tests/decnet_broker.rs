@@ -137,7 +137,10 @@ impl Client {
     /// Nothing arrives for a while, and the connection stays open.
     async fn assert_quiet(&mut self) {
         if let Ok(res) = tokio::time::timeout(QUIET, self.fill()).await {
-            panic!("expected silence, got {res:?} ({:?})", String::from_utf8_lossy(&self.buf));
+            panic!(
+                "expected silence, got {res:?} ({:?})",
+                String::from_utf8_lossy(&self.buf)
+            );
         }
         assert!(self.buf.is_empty());
     }
@@ -177,9 +180,9 @@ async fn subscriber(broker: &TestBroker, name: &str, patterns: &[&str]) -> Clien
     client.send(&bytes).await;
     let ready = broker
         .wait_until(WAIT, |b| {
-            b.connections()
-                .iter()
-                .any(|c| c.name == name && patterns.iter().all(|p| c.patterns.iter().any(|q| q == p)))
+            b.connections().iter().any(|c| {
+                c.name == name && patterns.iter().all(|p| c.patterns.iter().any(|q| q == p))
+            })
         })
         .await;
     assert!(ready, "subscriber {name} never registered {patterns:?}");
@@ -204,7 +207,11 @@ fn assert_fresh_stamps(body: &Value) {
     assert_eq!(body["v"], json!(1));
     let id = body["id"].as_str().unwrap_or_default();
     assert_eq!(id.len(), 32, "{id}");
-    assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{id}");
+    assert!(
+        id.chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+        "{id}"
+    );
     let ts = body["ts"].as_f64().unwrap_or_default();
     assert!((ts - now()).abs() < 60.0, "ts {ts}");
     assert!(body["ts"].is_f64(), "ts is a float: {}", body["ts"]);
@@ -229,7 +236,10 @@ async fn documented_pub_becomes_the_documented_evt() {
     publisher.send(&vector_bytes("pub_attacker_scored")).await;
     let evt = receiver.evt().await;
     assert_eq!(evt.topic, "attacker.scored");
-    assert_eq!(keys(&evt.body), ["v", "id", "topic", "type", "ts", "payload"]);
+    assert_eq!(
+        keys(&evt.body),
+        ["v", "id", "topic", "type", "ts", "payload"]
+    );
     assert_fresh_stamps(&evt.body);
     assert_ne!(evt.body["id"], json!("0123456789abcdef0123456789abcdef"));
     // Byte for byte the documented EVT, once its invented id and ts are ours.
@@ -262,8 +272,10 @@ async fn hello_sub_bye_frames_are_accepted() {
     client.send(&bytes).await;
     assert!(
         broker
-            .wait_until(WAIT, |b| b.connections().first().is_some_and(|c| c.name == "api"
-                && c.patterns == ["attacker.>"]))
+            .wait_until(WAIT, |b| b
+                .connections()
+                .first()
+                .is_some_and(|c| c.name == "api" && c.patterns == ["attacker.>"]))
             .await,
         "{:?}",
         broker.connections()
@@ -271,7 +283,11 @@ async fn hello_sub_bye_frames_are_accepted() {
     client.assert_quiet().await;
     client.send(&vector_bytes("bye")).await;
     client.assert_closed("BYE").await;
-    assert!(broker.wait_until(WAIT, |b| b.stats().connections == 0).await);
+    assert!(
+        broker
+            .wait_until(WAIT, |b| b.stats().connections == 0)
+            .await
+    );
     assert!(broker.stats().closes.is_empty(), "BYE is a normal close");
 }
 
@@ -284,25 +300,97 @@ async fn every_close_condition_closes_silently() {
     let mut too_big = b"PUB x\n".to_vec();
     too_big.extend_from_slice(&(1024u32 * 1024 + 1).to_be_bytes());
     let cases: Vec<(&str, Vec<u8>, CloseReason)> = vec![
-        ("unknown verb", b"FOO x\n".to_vec(), CloseReason::UnknownVerb("FOO".into())),
-        ("lowercase verb", frame("pub x", b"{}"), CloseReason::UnknownVerb("pub".into())),
-        ("tab after verb", frame("PUB\tx", b""), CloseReason::UnknownVerb("PUB\tx".into())),
-        ("leading space", frame(" PUB x", b""), CloseReason::UnknownVerb(String::new())),
-        ("empty header", b"\n\0\0\0\0".to_vec(), CloseReason::EmptyHeader),
-        ("CR LF only", b"\r\n\0\0\0\0".to_vec(), CloseReason::EmptyHeader),
-        ("header of 4097 bytes", frame(&long_header, b""), CloseReason::HeaderTooLong),
+        (
+            "unknown verb",
+            b"FOO x\n".to_vec(),
+            CloseReason::UnknownVerb("FOO".into()),
+        ),
+        (
+            "lowercase verb",
+            frame("pub x", b"{}"),
+            CloseReason::UnknownVerb("pub".into()),
+        ),
+        (
+            "tab after verb",
+            frame("PUB\tx", b""),
+            CloseReason::UnknownVerb("PUB\tx".into()),
+        ),
+        (
+            "leading space",
+            frame(" PUB x", b""),
+            CloseReason::UnknownVerb(String::new()),
+        ),
+        (
+            "empty header",
+            b"\n\0\0\0\0".to_vec(),
+            CloseReason::EmptyHeader,
+        ),
+        (
+            "CR LF only",
+            b"\r\n\0\0\0\0".to_vec(),
+            CloseReason::EmptyHeader,
+        ),
+        (
+            "header of 4097 bytes",
+            frame(&long_header, b""),
+            CloseReason::HeaderTooLong,
+        ),
         ("no LF within 64 KiB", no_lf, CloseReason::HeaderTooLong),
-        ("non-ASCII header", frame("PUB caf\u{e9}", b"{}"), CloseReason::NonAsciiHeader),
-        ("body over 1 MiB", too_big, CloseReason::BodyTooLarge(1024 * 1024 + 1)),
-        ("PUB without topic", frame("PUB", b"{}"), CloseReason::PubWithoutTopic),
-        ("PUB with a blank topic", frame("PUB   ", b"{}"), CloseReason::PubWithoutTopic),
-        ("SUB without pattern", frame("SUB", b""), CloseReason::SubWithoutPattern),
-        ("PUB body not JSON", frame("PUB x", b"abc"), CloseReason::BodyNotJson),
-        ("PUB body truncated JSON", frame("PUB x", b"{\"a\":"), CloseReason::BodyNotJson),
-        ("PUB body an array", frame("PUB x", b"[1]"), CloseReason::BodyNotObject),
-        ("PUB body a string", frame("PUB x", b"\"s\""), CloseReason::BodyNotObject),
-        ("PUB body a number", frame("PUB x", b"3"), CloseReason::BodyNotObject),
-        ("EVT from a client", frame("EVT x", b"{}"), CloseReason::EvtFromClient),
+        (
+            "non-ASCII header",
+            frame("PUB caf\u{e9}", b"{}"),
+            CloseReason::NonAsciiHeader,
+        ),
+        (
+            "body over 1 MiB",
+            too_big,
+            CloseReason::BodyTooLarge(1024 * 1024 + 1),
+        ),
+        (
+            "PUB without topic",
+            frame("PUB", b"{}"),
+            CloseReason::PubWithoutTopic,
+        ),
+        (
+            "PUB with a blank topic",
+            frame("PUB   ", b"{}"),
+            CloseReason::PubWithoutTopic,
+        ),
+        (
+            "SUB without pattern",
+            frame("SUB", b""),
+            CloseReason::SubWithoutPattern,
+        ),
+        (
+            "PUB body not JSON",
+            frame("PUB x", b"abc"),
+            CloseReason::BodyNotJson,
+        ),
+        (
+            "PUB body truncated JSON",
+            frame("PUB x", b"{\"a\":"),
+            CloseReason::BodyNotJson,
+        ),
+        (
+            "PUB body an array",
+            frame("PUB x", b"[1]"),
+            CloseReason::BodyNotObject,
+        ),
+        (
+            "PUB body a string",
+            frame("PUB x", b"\"s\""),
+            CloseReason::BodyNotObject,
+        ),
+        (
+            "PUB body a number",
+            frame("PUB x", b"3"),
+            CloseReason::BodyNotObject,
+        ),
+        (
+            "EVT from a client",
+            frame("EVT x", b"{}"),
+            CloseReason::EvtFromClient,
+        ),
     ];
     for (what, bytes, reason) in cases {
         let before = broker.stats().closes.len();
@@ -310,27 +398,49 @@ async fn every_close_condition_closes_silently() {
         client.send(&bytes).await;
         client.assert_closed(what).await;
         assert!(
-            broker.wait_until(WAIT, |b| b.stats().closes.len() > before).await,
+            broker
+                .wait_until(WAIT, |b| b.stats().closes.len() > before)
+                .await,
             "{what}: no close recorded"
         );
         assert_eq!(broker.stats().closes.last(), Some(&reason), "{what}");
     }
     // End of stream inside a frame.
     for (what, bytes, reason) in [
-        ("EOF mid-header", b"PUB x".to_vec(), CloseReason::EofMidHeader),
-        ("EOF mid-length", b"PUB x\n\0\0".to_vec(), CloseReason::EofMidFrame),
-        ("EOF mid-body", b"PUB x\n\0\0\0\x05{}".to_vec(), CloseReason::EofMidFrame),
+        (
+            "EOF mid-header",
+            b"PUB x".to_vec(),
+            CloseReason::EofMidHeader,
+        ),
+        (
+            "EOF mid-length",
+            b"PUB x\n\0\0".to_vec(),
+            CloseReason::EofMidFrame,
+        ),
+        (
+            "EOF mid-body",
+            b"PUB x\n\0\0\0\x05{}".to_vec(),
+            CloseReason::EofMidFrame,
+        ),
     ] {
         let before = broker.stats().closes.len();
         let mut client = Client::connect(&broker).await;
         client.send(&bytes).await;
         let _ = client.stream.shutdown().await;
         client.assert_closed(what).await;
-        assert!(broker.wait_until(WAIT, |b| b.stats().closes.len() > before).await);
+        assert!(
+            broker
+                .wait_until(WAIT, |b| b.stats().closes.len() > before)
+                .await
+        );
         assert_eq!(broker.stats().closes.last(), Some(&reason), "{what}");
     }
     // Still serving everyone else.
-    assert!(broker.wait_until(WAIT, |b| b.stats().connections == 0).await);
+    assert!(
+        broker
+            .wait_until(WAIT, |b| b.stats().connections == 0)
+            .await
+    );
 }
 
 #[tokio::test]
@@ -354,7 +464,8 @@ async fn publisher_never_receives_its_own_events() {
     let broker = broker().await;
     let mut both = subscriber(&broker, "both", &["s.t"]).await;
     let mut other = subscriber(&broker, "other", &["s.t"]).await;
-    both.send(&frame("PUB s.t", br#"{"type":"x","payload":{"n":1}}"#)).await;
+    both.send(&frame("PUB s.t", br#"{"type":"x","payload":{"n":1}}"#))
+        .await;
     let evt = other.evt().await;
     assert_eq!(evt.body["payload"], json!({"n": 1}));
     both.assert_quiet().await;
@@ -366,8 +477,12 @@ async fn delivered_once_per_connection() {
     let broker = broker().await;
     let mut client = subscriber(&broker, "many", &["a.>", "a.*", ">", "a.b", "*.b"]).await;
     let mut publisher = Client::connect(&broker).await;
-    publisher.send(&frame("PUB a.b", br#"{"type":"once"}"#)).await;
-    publisher.send(&frame("PUB z.z", br#"{"type":"sentinel"}"#)).await;
+    publisher
+        .send(&frame("PUB a.b", br#"{"type":"once"}"#))
+        .await;
+    publisher
+        .send(&frame("PUB z.z", br#"{"type":"sentinel"}"#))
+        .await;
     assert_eq!(client.evt().await.body["type"], json!("once"));
     assert_eq!(client.evt().await.body["type"], json!("sentinel"));
     client.assert_quiet().await;
@@ -385,23 +500,35 @@ async fn patterns_are_a_set_and_unsub_removes_the_exact_string() {
     client.send(&bytes).await;
     assert!(
         broker
-            .wait_until(WAIT, |b| b.connections().first().is_some_and(|c| c.patterns == ["q.*"]))
+            .wait_until(WAIT, |b| b
+                .connections()
+                .first()
+                .is_some_and(|c| c.patterns == ["q.*"]))
             .await,
         "{:?}",
         broker.connections()
     );
     let mut publisher = Client::connect(&broker).await;
     publisher.send(&frame("PUB a.b", b"{}")).await;
-    publisher.send(&frame("PUB q.r", br#"{"type":"kept"}"#)).await;
+    publisher
+        .send(&frame("PUB q.r", br#"{"type":"kept"}"#))
+        .await;
     let evt = client.evt().await;
-    assert_eq!((evt.topic.as_str(), &evt.body["type"]), ("q.r", &json!("kept")));
+    assert_eq!(
+        (evt.topic.as_str(), &evt.body["type"]),
+        ("q.r", &json!("kept"))
+    );
     client.assert_quiet().await;
 }
 
 #[test]
 fn decnet_matcher_semantics() {
     let check = |pattern: &str, topic: &str, expected: bool| {
-        assert_eq!(decnet_matches(pattern, topic), expected, "{pattern} vs {topic}");
+        assert_eq!(
+            decnet_matches(pattern, topic),
+            expected,
+            "{pattern} vs {topic}"
+        );
     };
     check("topology.>", "topology.abc.status", true);
     check("topology.>", "topology", false);
@@ -438,7 +565,11 @@ async fn stamping_keeps_only_truthy_type_and_payload() {
     let mut client = subscriber(&broker, "truthy", &["t.>"]).await;
     let mut publisher = Client::connect(&broker).await;
     let cases: Vec<(&[u8], Value, Value)> = vec![
-        (br#"{"type":"x","payload":{"a":1}}"#, json!("x"), json!({"a": 1})),
+        (
+            br#"{"type":"x","payload":{"a":1}}"#,
+            json!("x"),
+            json!({"a": 1}),
+        ),
         (br#"{"type":"x","payload":[1]}"#, json!("x"), json!([1])),
         (br#"{"payload":"s"}"#, json!(""), json!("s")),
         (br#"{"payload":7}"#, json!(""), json!(7)),
@@ -469,7 +600,10 @@ async fn stamping_keeps_only_truthy_type_and_payload() {
         assert_eq!(evt.body["topic"], json!(format!("t.{n}")), "{what}");
         assert_eq!(&evt.body["type"], event_type, "{what}");
         assert_eq!(&evt.body["payload"], payload, "{what}");
-        assert_eq!(keys(&evt.body), ["v", "id", "topic", "type", "ts", "payload"]);
+        assert_eq!(
+            keys(&evt.body),
+            ["v", "id", "topic", "type", "ts", "payload"]
+        );
         assert_fresh_stamps(&evt.body);
     }
 }
@@ -484,7 +618,11 @@ async fn full_queues_drop_the_oldest_and_never_block_publishers() {
         let mut seen = 0u64;
         while seen < N {
             let evt = fast.evt().await;
-            assert_eq!(evt.body["payload"]["n"], json!(seen), "fast subscriber lost one");
+            assert_eq!(
+                evt.body["payload"]["n"],
+                json!(seen),
+                "fast subscriber lost one"
+            );
             seen += 1;
         }
     });
@@ -506,7 +644,10 @@ async fn full_queues_drop_the_oldest_and_never_block_publishers() {
     );
     assert!(matches!(fast_reader.await, Ok(())), "fast subscriber");
     let dropped = broker.stats().dropped;
-    assert!(dropped > 0, "nothing was dropped: the test did not fill the queue");
+    assert!(
+        dropped > 0,
+        "nothing was dropped: the test did not fill the queue"
+    );
     let mut slow = slow;
     let mut received = Vec::new();
     while received.last() != Some(&(N - 1)) {
@@ -515,7 +656,11 @@ async fn full_queues_drop_the_oldest_and_never_block_publishers() {
     }
     slow.assert_quiet().await;
     assert!(received.windows(2).all(|w| w[0] < w[1]), "order kept");
-    assert_eq!(received.len() as u64 + dropped, N, "each event delivered or dropped");
+    assert_eq!(
+        received.len() as u64 + dropped,
+        N,
+        "each event delivered or dropped"
+    );
     // The newest 1024 (the queue) all survived.
     let tail: Vec<u64> = received[received.len() - 1024..].to_vec();
     assert_eq!(tail, (N - 1024..N).collect::<Vec<_>>());
@@ -542,23 +687,35 @@ async fn heartbeats() {
         assert!(evt.body["payload"]["ts"].is_f64());
         let uptime = evt.body["payload"]["uptime_sec"].as_f64().unwrap_or(-1.0);
         assert!(uptime >= 0.0);
-        assert!(((uptime * 1000.0).round() - uptime * 1000.0).abs() < 1e-6, "{uptime}");
+        assert!(
+            ((uptime * 1000.0).round() - uptime * 1000.0).abs() < 1e-6,
+            "{uptime}"
+        );
         assert_fresh_stamps(&evt.body);
     }
-    let up = |evt: &Evt| evt.body["payload"]["uptime_sec"].as_f64().unwrap_or_default();
+    let up = |evt: &Evt| {
+        evt.body["payload"]["uptime_sec"]
+            .as_f64()
+            .unwrap_or_default()
+    };
     assert!(up(&second) > up(&first));
     // A connection that publishes still gets heartbeats (they have no origin).
     client.send(&frame("PUB a.b", b"{}")).await;
     assert_eq!(client.evt().await.topic, "system.bus.health");
     // The default interval is DECNET's.
-    assert_eq!(BrokerConfig::default().heartbeat_interval, Duration::from_secs(10));
+    assert_eq!(
+        BrokerConfig::default().heartbeat_interval,
+        Duration::from_secs(10)
+    );
 }
 
 #[tokio::test]
 async fn socket_file_mode_stale_socket_and_stop() {
     let mut broker = broker().await;
     let path = broker.path().to_owned();
-    let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777).ok();
+    let mode = std::fs::metadata(&path)
+        .map(|m| m.permissions().mode() & 0o777)
+        .ok();
     assert_eq!(mode, Some(0o660));
     // Killed: the socket file stays behind, and nothing answers it.
     broker.kill().await;
@@ -578,7 +735,10 @@ async fn socket_file_mode_stale_socket_and_stop() {
     // The parent directory must exist.
     let missing = path.with_file_name("missing").join("bus.sock");
     let res = TestBroker::start(&missing).await;
-    assert!(matches!(res, Err(ref err) if err.kind() == io::ErrorKind::NotFound), "{res:?}");
+    assert!(
+        matches!(res, Err(ref err) if err.kind() == io::ErrorKind::NotFound),
+        "{res:?}"
+    );
 }
 
 #[tokio::test]
@@ -592,11 +752,16 @@ async fn kill_drops_every_connection_and_restart_serves_again() {
     second.assert_closed("killed").await;
     let refused = UnixStream::connect(broker.path()).await;
     assert!(refused.is_err(), "a killed broker accepts nothing");
-    broker.restart().await.unwrap_or_else(|err| panic!("restart: {err}"));
+    broker
+        .restart()
+        .await
+        .unwrap_or_else(|err| panic!("restart: {err}"));
     // A fresh start: no pattern survives on the broker side.
     let mut client = subscriber(&broker, "c", &["k.t"]).await;
     let mut publisher = Client::connect(&broker).await;
-    publisher.send(&frame("PUB k.t", br#"{"type":"again"}"#)).await;
+    publisher
+        .send(&frame("PUB k.t", br#"{"type":"again"}"#))
+        .await;
     assert_eq!(client.evt().await.body["type"], json!("again"));
     assert_eq!(broker.connections().len(), 2);
 }
