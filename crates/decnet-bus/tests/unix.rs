@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use conformance::{
-    Harness, Quirks, assert_quiet, next_event, prefix, publish_until_received, record_states,
-    wait_state,
+    Harness, Quirks, assert_quiet, next_event, prefix, publish_until_received, wait_state,
 };
 use decnet_bus::{
     Bus, BusConfig, BusKind, ConnectionState, ENV_BUS_SOCKET, ENV_BUS_TYPE, PublishError,
@@ -464,7 +463,6 @@ async fn close_says_bye_on_both_connections() {
 async fn subscriptions_survive_a_broker_restart() {
     let mut broker = broker().await;
     let bus = connect(&broker).await;
-    let seen = record_states(&bus);
     let prefix = prefix();
     let exact = format!("{prefix}.restart.a");
     let wildcard = format!("{prefix}.restart.*");
@@ -479,6 +477,9 @@ async fn subscriptions_survive_a_broker_restart() {
         );
     }
 
+    // The explicit waits prove the order Connected -> Reconnecting ->
+    // Connected (a recorder task could miss a short Reconnecting on a
+    // loaded machine).
     broker.kill().await;
     wait_state(&bus, ConnectionState::Reconnecting, WAIT).await;
     assert_eq!(bus.state(), ConnectionState::Reconnecting);
@@ -488,7 +489,7 @@ async fn subscriptions_survive_a_broker_restart() {
         let res = bus.publish(&exact, "while-down", Map::new()).await;
         assert!(matches!(res, Err(PublishError::Transport(_))), "{res:?}");
         assert!(
-            started.elapsed() < Duration::from_millis(500),
+            started.elapsed() < Duration::from_secs(1),
             "{:?}",
             started.elapsed()
         );
@@ -497,7 +498,11 @@ async fn subscriptions_survive_a_broker_restart() {
     // Subscribing while down returns at once; it is sent on reconnect.
     let started = Instant::now();
     let mut late = subscribe(&bus, &format!("{prefix}.restart.late")).await;
-    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
 
     broker
         .restart()
@@ -545,15 +550,6 @@ async fn subscriptions_survive_a_broker_restart() {
         }
     }
     assert_eq!(bus.state(), ConnectionState::Connected);
-    let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let reconnecting = seen
-        .iter()
-        .position(|s| *s == ConnectionState::Reconnecting);
-    let connected = seen.iter().rposition(|s| *s == ConnectionState::Connected);
-    assert!(
-        matches!((reconnecting, connected), (Some(r), Some(c)) if r < c),
-        "states seen: {seen:?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
