@@ -441,7 +441,7 @@ async fn slow_subscription_drops_oldest() {
 }
 
 #[tokio::test]
-async fn close_says_bye_on_both_connections() {
+async fn close_ends_both_connections_cleanly() {
     let broker = broker().await;
     let bus = connect(&broker).await;
     let _subscription = subscribe(&bus, "c.d").await;
