@@ -146,12 +146,14 @@ impl Bus {
 
     /// The bus `config` asks for.
     ///
-    /// A NATS or Redis server that is down is not an error: the bus starts in
-    /// [`ConnectionState::Reconnecting`] and connects in the background.
+    /// A NATS or Redis server, or DECNET's broker (`unix`), that is down is
+    /// not an error: the bus starts in [`ConnectionState::Reconnecting`] and
+    /// connects in the background.
     ///
     /// # Errors
     ///
     /// [`ConnectError::FeatureDisabled`] when the backend was not compiled in,
+    /// [`ConnectError::UnsupportedPlatform`] for `unix` off Unix,
     /// [`ConnectError::InvalidUrl`] when its URL cannot be parsed,
     /// [`ConnectError::CustomBackend`] for [`BusKind::Custom`] (build those
     /// with [`Bus::from_backend`]).
@@ -203,6 +205,18 @@ impl Bus {
                     feature: "redis",
                 });
             }
+            #[cfg(unix)]
+            BusKind::Unix => Arc::new(crate::unix_bus::UnixBus::connect(
+                crate::unix_bus::UnixConfig {
+                    socket_path: config.socket_path.clone().unwrap_or_else(|| {
+                        std::path::PathBuf::from(crate::config::DEFAULT_SOCKET_PATH)
+                    }),
+                    queue_capacity: config.queue_capacity,
+                    ..crate::unix_bus::UnixConfig::default()
+                },
+            )),
+            #[cfg(not(unix))]
+            BusKind::Unix => return Err(ConnectError::UnsupportedPlatform { kind: "unix" }),
         };
         Ok(Bus::from_backend_with(backend, options))
     }

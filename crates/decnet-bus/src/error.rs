@@ -31,6 +31,12 @@ pub enum PublishError {
     /// The transport refused the message or could not be reached in time.
     #[error("bus transport failed")]
     Transport(#[source] BoxError),
+    /// The backend cannot carry this message at all, so it was not sent
+    /// (the `unix` backend: a body that is not a JSON object, a topic that
+    /// is not ASCII or too long for a frame header; DECNET's broker would
+    /// close the connection on those). Trying again cannot succeed.
+    #[error("bus backend cannot carry this message")]
+    Rejected(#[source] BoxError),
 }
 
 impl PublishError {
@@ -64,6 +70,10 @@ pub enum SubscribeError {
     /// The transport refused the subscription.
     #[error("bus transport failed")]
     Transport(#[source] BoxError),
+    /// The backend cannot carry this pattern at all (the `unix` backend: a
+    /// pattern that is not ASCII or too long for a frame header).
+    #[error("bus backend cannot carry this pattern")]
+    Rejected(#[source] BoxError),
 }
 
 impl SubscribeError {
@@ -94,6 +104,13 @@ pub enum ConnectError {
     CustomBackend {
         /// The custom backend's name.
         name: &'static str,
+    },
+    /// The backend does not exist on this platform (`unix` needs Unix-domain
+    /// sockets).
+    #[error("bus backend {kind:?} is not available on this platform")]
+    UnsupportedPlatform {
+        /// The backend asked for.
+        kind: &'static str,
     },
     /// The configured URL cannot be used (the message never contains the URL,
     /// which may carry a password).
@@ -131,13 +148,23 @@ pub enum ConfigError {
         /// The cargo feature that would enable it.
         feature: &'static str,
     },
+    /// A variable is unset and its documented fallback cannot be computed.
+    #[error("{var} is not set and {reason}")]
+    Unresolved {
+        /// The environment variable to set, e.g. `DECNET_BUS_SOCKET`.
+        var: &'static str,
+        /// Why no fallback applies.
+        reason: &'static str,
+    },
 }
 
 impl ConfigError {
     /// The environment variable this error is about.
     pub fn var(&self) -> &'static str {
         match self {
-            ConfigError::InvalidValue { var, .. } | ConfigError::FeatureDisabled { var, .. } => var,
+            ConfigError::InvalidValue { var, .. }
+            | ConfigError::FeatureDisabled { var, .. }
+            | ConfigError::Unresolved { var, .. } => var,
         }
     }
 }

@@ -1,12 +1,14 @@
 //! The DECNET message bus: the event envelope and one `Bus` over memory,
-//! null, NATS and Redis.
+//! null, NATS, Redis and DECNET's own UNIX-socket broker.
 //!
 //! What it is: the [`Event`] envelope (wire JSON, lenient simd-json decoding
 //! with DECNET's defaults), the [`Bus`] handle that publishes and subscribes
-//! with NATS wildcard patterns, and four transports behind one [`Backend`]
+//! with NATS wildcard patterns, and five transports behind one [`Backend`]
 //! trait: [`MemoryBus`] (in-process, the default), [`NullBus`] (bus
-//! disabled), `NatsBus` (feature `nats`, async-nats) and `RedisBus` (feature
-//! `redis`, Redis pub/sub). What it is not: a durable queue (no JetStream,
+//! disabled), `NatsBus` (feature `nats`, async-nats), `RedisBus` (feature
+//! `redis`, Redis pub/sub) and `UnixBus` (Unix only, no feature: a client of
+//! DECNET's `decnet bus` broker, whose frame codec is [`unix_proto`]). What
+//! it is not: a durable queue (no JetStream,
 //! no Redis streams, no acknowledgements or replay), a topic registry (see
 //! `decnet-topics`), or a configuration reader (it takes a [`BusConfig`];
 //! [`BusConfig::from_lookup`] maps environment-style variables through a
@@ -20,7 +22,10 @@
 //! - [`Subscription`]: a `futures::Stream<Item = Event>`; dropping it
 //!   unsubscribes;
 //! - [`Backend`] and [`RawSubscription`]: the transport seam;
-//! - [`BusConfig`] / [`BusKind`] and the `ENV_*` constants.
+//! - [`BusConfig`] / [`BusKind`], the `ENV_*` constants and
+//!   [`resolve_socket_path`] (DECNET's socket path order);
+//! - [`unix_proto`]: DECNET's bus frames ([`unix_proto::FrameDecoder`],
+//!   [`unix_proto::encode`], [`unix_proto::FrameError`]).
 //!
 //! ```
 //! use futures::StreamExt;
@@ -70,8 +75,8 @@
 //! - `publish` never panics: a transport failure is logged, counted in
 //!   [`CountersSnapshot::publish_failures`] and returned as
 //!   [`PublishError::Transport`].
-//! - NATS and Redis reconnect on their own with capped backoff, and open
-//!   subscriptions survive a broker restart; [`Bus::watch_state`] shows
+//! - NATS, Redis and unix reconnect on their own with capped backoff, and
+//!   open subscriptions survive a broker restart; [`Bus::watch_state`] shows
 //!   `Reconnecting` meanwhile.
 //!
 //! # Backends
@@ -89,6 +94,22 @@
 //!   `PSUBSCRIBE`/`PUNSUBSCRIBE`, and reconnects with exponential backoff
 //!   (100 ms doubling to 5 s), re-issuing every `PSUBSCRIBE`. Patterns are
 //!   translated with [`nats_pattern_to_redis_glob`].
+//! - `unix` (Unix only): a client of DECNET's UNIX-socket broker (socket
+//!   from [`ENV_BUS_SOCKET`], else DECNET's order, see
+//!   [`resolve_socket_path`]). `PUB <topic>` carries `{"type", "payload"}`
+//!   only; the broker stamps `v`, `id` and `ts` itself, so received events
+//!   have the broker's id and ts. Two connections per bus, a subscriber and
+//!   a publisher one, because the broker never delivers an event to the
+//!   connection that published it while this crate's buses deliver their
+//!   own publishes to their own subscriptions. `SUB`/`UNSUB` are
+//!   reference-counted per pattern; `subscribe` returns once a probe on a
+//!   private topic under [`RESERVED_ROOT`] proves the `SUB` was processed
+//!   (the protocol has no acks); reconnects with exponential backoff
+//!   (100 ms doubling to 5 s), re-sending `HELLO` and every `SUB`. A body
+//!   the broker would close the connection on (not a JSON object) and a
+//!   non-ASCII or over-long topic or pattern are refused with
+//!   [`PublishError::Rejected`] / [`SubscribeError::Rejected`]. The bus can
+//!   be created while the broker is down.
 
 mod backend;
 mod bus;
@@ -103,6 +124,9 @@ mod null;
 mod queue;
 #[cfg(feature = "redis")]
 mod redis_bus;
+#[cfg(unix)]
+mod unix_bus;
+pub mod unix_proto;
 
 pub use backend::{Backend, ConnectionState, RawSubscription};
 pub use bus::{
@@ -110,8 +134,8 @@ pub use bus::{
     DEFAULT_SUBSCRIBE_TIMEOUT, Subscription,
 };
 pub use config::{
-    BusConfig, BusKind, DEFAULT_NATS_URL, DEFAULT_REDIS_URL, ENV_BUS_ENABLED, ENV_BUS_TYPE,
-    ENV_NATS_URL, ENV_REDIS_URL,
+    BusConfig, BusKind, DEFAULT_NATS_URL, DEFAULT_REDIS_URL, DEFAULT_SOCKET_PATH, ENV_BUS_ENABLED,
+    ENV_BUS_SOCKET, ENV_BUS_TYPE, ENV_NATS_URL, ENV_REDIS_URL, RUNTIME_DIR, resolve_socket_path,
 };
 pub use error::{BoxError, ConfigError, ConnectError, PublishError, SubscribeError};
 pub use event::{
@@ -124,3 +148,7 @@ pub use nats_bus::{NatsBus, NatsConfig};
 pub use null::NullBus;
 #[cfg(feature = "redis")]
 pub use redis_bus::{RedisBus, RedisConfig};
+#[cfg(unix)]
+pub use unix_bus::{
+    DEFAULT_CLIENT_NAME, RESERVED_ROOT, UnixBus, UnixConfig, runtime_dir_is_writable,
+};

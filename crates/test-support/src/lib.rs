@@ -6,6 +6,11 @@
 //! What it is not: a mock of any of those servers; every test that asks for one
 //! talks to the real thing.
 //!
+//! The one exception is [`decnet_broker`] (Unix only): DECNET's own bus broker
+//! is a Python program that is not installed here, so [`decnet_broker::TestBroker`]
+//! re-implements its server side from DECNET.md §1, byte for byte, and runs in
+//! process; tests of the `unix` bus backend use it (no service needed).
+//!
 //! The policy, shared with `cargo xtask test`:
 //! - a test reads its server URL from `DECNET_TEST_DATABASE_URL`,
 //!   `DECNET_TEST_REDIS_URL` or `DECNET_TEST_NATS_URL`;
@@ -115,5 +120,7 @@ pub fn unique_suffix() -> String {
     format!("{:x}{:x}{n:x}", std::process::id(), nanos & 0xffff_ffff)
 }
 
+#[cfg(unix)]
+pub mod decnet_broker;
 pub mod pg;
 pub mod servers;
