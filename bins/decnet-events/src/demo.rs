@@ -1,10 +1,14 @@
-//! The embedded demo: a seeded attacker and synthetic events, so a newcomer
-//! sees a live stream within seconds of `cargo run`.
+//! The embedded demo: seeded rows and synthetic events for every stream
+//! kind, so a newcomer sees each stream live within seconds of `cargo run`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use decnet_bus::Bus;
-use decnet_repo::{Attacker, Observation, Repo, Repository, User};
+use decnet_repo::{
+    Attacker, DbTime, IdentityRow, LogRow, MutationRow, Observation, OrchestratorEventRow,
+    RepoError, RepositoryWriter, User,
+};
 use serde_json::{Map, Value, json};
 
 /// The demo attacker's uuid (stable, so docs and scripts can name it).
@@ -13,6 +17,8 @@ pub(crate) const DEMO_ATTACKER: &str = "5f0c7a52-3d0b-4c36-9a51-6a8f1e2d7b10";
 pub(crate) const DEMO_IDENTITY: &str = "b7e4c0de-1d2e-4f60-8a9b-0c1d2e3f4a5b";
 /// The demo user (role admin).
 pub(crate) const DEMO_USER: &str = "0e9d8c7b-6a5f-4e3d-9c2b-1a0f9e8d7c6b";
+/// The demo topology.
+pub(crate) const DEMO_TOPOLOGY: &str = "c0ffee00-5eed-4a11-9e55-70b0109ee001";
 
 const PRIMITIVES: &[(&str, &str)] = &[
     ("motor.input_modality", "keyboard"),
@@ -21,12 +27,20 @@ const PRIMITIVES: &[(&str, &str)] = &[
     ("linguistic.locale", "en-US"),
 ];
 
-/// Seed the demo user and attacker with a few observations.
+/// Now, as a database time (a clock outside the years 1-9999 gives the
+/// earliest representable time rather than a panic).
+fn now() -> DbTime {
+    DbTime::from_system_time(std::time::SystemTime::now())
+        .unwrap_or(DbTime::naive(time::PrimitiveDateTime::MIN))
+}
+
+/// Seed the demo user, attacker, identity, topology and a few rows of every
+/// table a snapshot reads.
 ///
 /// # Errors
 ///
 /// When the repository refuses the rows.
-pub(crate) async fn seed(repo: &Repo) -> Result<(), decnet_repo::RepoError> {
+pub(crate) async fn seed(repo: &dyn RepositoryWriter) -> Result<(), RepoError> {
     repo.create_user(&User {
         uuid: DEMO_USER.into(),
         username: "demo".into(),
@@ -42,11 +56,65 @@ pub(crate) async fn seed(repo: &Repo) -> Result<(), decnet_repo::RepoError> {
         identity_id: Some(DEMO_IDENTITY.into()),
     })
     .await?;
-    let now = decnet_bus::now_ts();
+    let ts = decnet_bus::now_ts();
     for (n, (primitive, value)) in PRIMITIVES.iter().enumerate() {
-        repo.upsert_observation(&observation(n as u64, primitive, json!(value), now))
+        repo.upsert_observation(&observation(n as u64, primitive, json!(value), ts))
             .await?;
     }
+    let at = now();
+    repo.upsert_identity(&IdentityRow {
+        uuid: DEMO_IDENTITY.into(),
+        schema_version: 1,
+        campaign_id: None,
+        first_seen_at: Some(at),
+        last_seen_at: Some(at),
+        created_at: at,
+        updated_at: at,
+        confidence: Some(0.8),
+        observation_count: PRIMITIVES.len() as i64,
+        ja3_hashes: Some("[\"771,4865-4866\"]".into()),
+        hassh_hashes: None,
+        ja4h_hashes: None,
+        ja4_quic_hashes: None,
+        http_versions_seen: None,
+        tls_cert_sha256: None,
+        ipv6_link_local_iids: None,
+        payload_simhashes: None,
+        c2_endpoints: None,
+        kd_digraph_simhash: Some(decnet_repo::HexBytes(vec![
+            0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3,
+        ])),
+        merged_into_uuid: None,
+        notes: Some("demo identity".into()),
+    })
+    .await?;
+    repo.upsert_topology(DEMO_TOPOLOGY, "demo-maze", "active")
+        .await?;
+    repo.upsert_mutation(&MutationRow {
+        id: "demo-mutation-1".into(),
+        topology_id: DEMO_TOPOLOGY.into(),
+        op: "add_decky".into(),
+        payload: "{\"name\":\"web01\"}".into(),
+        state: "pending".into(),
+        requested_at: at,
+        applied_at: None,
+        reason: None,
+    })
+    .await?;
+    repo.insert_topology_decky(DEMO_TOPOLOGY, "web01", "running")
+        .await?;
+    repo.insert_orchestrator_event(&OrchestratorEventRow {
+        uuid: "demo-orchestrator-0".into(),
+        ts: at,
+        kind: "traffic".into(),
+        protocol: "tcp".into(),
+        action: "probe".into(),
+        src_decky_uuid: None,
+        dst_decky_uuid: "web01".into(),
+        success: true,
+        payload: "{\"bytes\": 512}".into(),
+    })
+    .await?;
     Ok(())
 }
 
@@ -74,8 +142,9 @@ fn object(value: Value) -> Map<String, Value> {
     }
 }
 
-/// Publish synthetic events for the demo attacker forever (one a second).
-pub(crate) async fn generate(bus: Bus, repo: Repo) {
+/// Publish one synthetic event a second, cycling through every stream kind,
+/// and add a log line for `/stream`; forever.
+pub(crate) async fn generate(bus: Bus, repo: Arc<dyn RepositoryWriter>) {
     let mut n: u64 = 100;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -83,15 +152,40 @@ pub(crate) async fn generate(bus: Bus, repo: Repo) {
         n += 1;
         let ts = decnet_bus::now_ts();
         let (topic, event_type, payload) = match n % 10 {
+            1 => (
+                "identity.observation.linked".to_owned(),
+                "observation.linked",
+                json!({"identity_uuid": DEMO_IDENTITY, "observation_uuid": DEMO_ATTACKER}),
+            ),
+            2 => (
+                "campaign.identity.assigned".to_owned(),
+                "identity.assigned",
+                json!({"campaign_uuid": "demo-campaign", "identity_uuid": DEMO_IDENTITY}),
+            ),
             3 => (
                 "attacker.scored".to_owned(),
                 "scored",
                 json!({"attacker_uuid": DEMO_ATTACKER, "score": (n % 100) as f64 / 100.0, "band": "medium"}),
             ),
+            4 => (
+                format!("orchestrator.traffic.web0{}", n % 3),
+                "traffic",
+                json!({"src": "web01", "dst": "db01", "bytes": n * 10}),
+            ),
+            5 => (
+                format!("topology.{DEMO_TOPOLOGY}.status"),
+                "status",
+                json!({"state": "active", "reason": null}),
+            ),
             6 => (
                 "attacker.fingerprint_rotated".to_owned(),
                 "fingerprint_rotated",
                 json!({"attacker_uuid": DEMO_ATTACKER, "old": format!("fp-{}", n - 1), "new": format!("fp-{n}")}),
+            ),
+            8 => (
+                "decky.web01.service_added".to_owned(),
+                "",
+                json!({"decky_name": "web01", "service_name": "ssh", "topology_id": DEMO_TOPOLOGY, "services": ["ssh"]}),
             ),
             9 => (
                 "attribution.profile.state_changed".to_owned(),
@@ -116,5 +210,47 @@ pub(crate) async fn generate(bus: Bus, repo: Repo) {
         if let Err(error) = bus.publish(&topic, event_type, object(payload)).await {
             tracing::warn!(%error, "demo: publish failed");
         }
+        let log = LogRow {
+            id: 0,
+            timestamp: now(),
+            decky: format!("web0{}", n % 3),
+            service: ["ssh", "http", "ftp"][(n % 3) as usize].into(),
+            event_type: "login_attempt".into(),
+            attacker_ip: "203.0.113.66".into(),
+            raw_line: format!("demo login attempt {n}"),
+            fields: json!({"username": "root", "attempt": n}).to_string(),
+            msg: None,
+            trace_id: None,
+            span_id: None,
+        };
+        if let Err(error) = repo.insert_log(&log).await {
+            tracing::warn!(%error, "demo: could not store a log line");
+        }
     }
+}
+
+/// Tell a newcomer what is running and how to see it.
+pub(crate) fn print_banner(addr: std::net::SocketAddr, token: &str) {
+    let base = format!("http://{addr}");
+    println!(
+        "\n\
+decnet-events demo is running on {base} (memory bus, memory database, synthetic events)\n\
+\n\
+  demo attacker: {attacker}\n\
+  demo topology: {topology}\n\
+  token (24 h):  {token}\n\
+\n\
+Console:  {base}/#token={token}&attacker={attacker}\n\
+\n\
+Mint a ticket, then open a stream (tickets are single-use, 60 s):\n\
+\n\
+  TOKEN={token}\n\
+  TICKET=$(curl -s -X POST -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/auth/sse-ticket | sed 's/.*\"ticket\": *\"\\([^\"]*\\)\".*/\\1/')\n\
+  curl -N \"{base}/api/v1/attackers/{attacker}/events?ticket=$TICKET\"\n\
+\n\
+Other streams: /api/v1/identities/events, /api/v1/campaigns/events, /api/v1/orchestrator/events/stream,\n\
+/api/v1/topologies/{topology}/events, /api/v1/stream\n",
+        attacker = DEMO_ATTACKER,
+        topology = DEMO_TOPOLOGY,
+    );
 }

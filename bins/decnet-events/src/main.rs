@@ -1,209 +1,101 @@
-//! `decnet-events`: the DECNET attacker events service.
+//! `decnet-events`: DECNET's live streams, served.
 //!
 //! Subcommands: `serve` (the default), `migrate`, `mint-token`, `publish`.
-//! With no configuration, `serve` runs the embedded demo (memory bus, memory
-//! database, memory tickets, a generated secret, a seeded attacker and
-//! synthetic events) and prints a token and copy-paste commands.
+//! The `serve` flags are built from decnet-api's settings table, one per
+//! `DECNET_*` variable. With no configuration, `serve` runs the embedded demo
+//! (memory bus, memory database, memory tickets, a generated secret, a
+//! seeded attacker and synthetic events for every stream kind) and prints a
+//! token and copy-paste commands.
 
 #![allow(clippy::print_stdout, reason = "a CLI prints its results for people")]
 
-mod config;
+mod backends;
 mod demo;
-mod metrics;
-mod server;
 mod telemetry;
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
-use decnet_auth::{ConnectionLimiter, TicketStore, TokenVerifier, VerifierConfig};
-use decnet_bus::{Bus, BusKind};
-use decnet_repo::{MemoryRepository, PgConfig, PgRepository, Repo};
-use decnet_stream::{HubConfig, StreamHub};
-
-use crate::config::{Config, DbKind, TicketStoreKind};
+use clap::{Arg, ArgMatches, Command};
+use decnet_api::settings::{SETTINGS, Settings};
+use decnet_api::{App, AppParts};
+use decnet_auth::{ConnectionLimiter, TokenVerifier, VerifierConfig};
+use decnet_stream::StreamHub;
 
 /// `EX_USAGE` from sysexits.h: invalid configuration.
 const EX_USAGE: u8 = 64;
 
-/// DECNET attacker events: Server-Sent Events of per-attacker behaviour.
-#[derive(Debug, Parser)]
-#[command(
-    name = "decnet-events",
-    version,
-    about,
-    args_conflicts_with_subcommands = true
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    serve: ServeArgs,
+/// One `--flag` per setting, each also read from its variable.
+fn setting_args() -> Vec<Arg> {
+    SETTINGS
+        .iter()
+        .map(|s| {
+            let help = if s.default.is_empty() {
+                s.help.to_owned()
+            } else {
+                format!("{} [default: {}]", s.help, s.default)
+            };
+            Arg::new(s.env)
+                .long(s.flag())
+                .env(s.env)
+                .value_name("VALUE")
+                .help(help)
+                .hide_env_values(s.secret)
+        })
+        .collect()
 }
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Serve the HTTP API (the default when no subcommand is given).
-    Serve(ServeArgs),
-    /// Apply the embedded database migrations to DECNET_DATABASE_URL.
-    Migrate(DbArgs),
-    /// Print a JWT for a user (operators and tests).
-    MintToken(MintArgs),
-    /// Publish one event on the configured bus.
-    Publish(PublishArgs),
-}
-
-/// Every `serve` setting; each flag also reads its environment variable.
-#[derive(Debug, Default, Args)]
-struct ServeArgs {
-    /// Listen address [default: 127.0.0.1:8000]
-    #[arg(long, env = config::ENV_BIND, value_name = "ADDR")]
-    bind: Option<String>,
-    /// HS256 secret shared with DECNET (generated in demo mode)
-    #[arg(long, env = config::ENV_JWT_SECRET, value_name = "SECRET", hide_env_values = true)]
-    jwt_secret: Option<String>,
-    /// memory | nats | redis | null [default: memory]
-    #[arg(long, env = config::ENV_BUS_TYPE, value_name = "TYPE")]
-    bus_type: Option<String>,
-    /// false forces the null bus
-    #[arg(long, env = config::ENV_BUS_ENABLED, value_name = "BOOL")]
-    bus_enabled: Option<String>,
-    /// NATS server URL [default: nats://127.0.0.1:4222]
-    #[arg(long, env = config::ENV_NATS_URL, value_name = "URL", hide_env_values = true)]
-    nats_url: Option<String>,
-    /// Redis URL (bus and tickets) [default: redis://127.0.0.1:6379]
-    #[arg(long, env = config::ENV_REDIS_URL, value_name = "URL", hide_env_values = true)]
-    redis_url: Option<String>,
-    /// memory | postgres [default: memory]
-    #[arg(long, env = config::ENV_DB_TYPE, value_name = "TYPE")]
-    db_type: Option<String>,
-    /// PostgreSQL URL
-    #[arg(long, env = config::ENV_DATABASE_URL, value_name = "URL", hide_env_values = true)]
-    database_url: Option<String>,
-    /// memory | redis [default: memory]
-    #[arg(long, env = config::ENV_TICKET_STORE, value_name = "TYPE")]
-    ticket_store: Option<String>,
-    /// Streams per user per instance [default: 5]
-    #[arg(long, env = config::ENV_SSE_MAX_PER_USER, value_name = "N")]
-    sse_max_per_user: Option<String>,
-    /// Streams per instance [default: unlimited]
-    #[arg(long, env = config::ENV_SSE_MAX_TOTAL, value_name = "N")]
-    sse_max_total: Option<String>,
-    /// Idle keepalive interval [default: 15]
-    #[arg(long, env = config::ENV_SSE_KEEPALIVE_SECS, value_name = "SECS")]
-    sse_keepalive_secs: Option<String>,
-    /// Per-stream queue bound [default: 256]
-    #[arg(long, env = config::ENV_SSE_QUEUE_MAX, value_name = "N")]
-    sse_queue_max: Option<String>,
-    /// Ticket lifetime [default: 60]
-    #[arg(long, env = config::ENV_SSE_TICKET_TTL, value_name = "SECS")]
-    sse_ticket_ttl: Option<String>,
-    /// Replay frames kept per attacker [default: 256]
-    #[arg(long, env = config::ENV_SSE_REPLAY, value_name = "N")]
-    sse_replay: Option<String>,
-    /// How long a replay ring outlives its last stream [default: 300]
-    #[arg(long, env = config::ENV_SSE_REPLAY_GRACE_SECS, value_name = "SECS")]
-    sse_replay_grace_secs: Option<String>,
-    /// The retry: hint sent to clients [default: 3000]
-    #[arg(long, env = config::ENV_SSE_RETRY_MS, value_name = "MS")]
-    sse_retry_ms: Option<String>,
-    /// JWT clock leeway [default: 0]
-    #[arg(long, env = config::ENV_JWT_LEEWAY_SECS, value_name = "SECS")]
-    jwt_leeway_secs: Option<String>,
-    /// Comma-separated allowed CORS origins
-    #[arg(long, env = config::ENV_CORS_ORIGINS, value_name = "ORIGINS")]
-    cors_origins: Option<String>,
-    /// Connection drain timeout at shutdown [default: 10]
-    #[arg(long, env = config::ENV_SHUTDOWN_GRACE_SECS, value_name = "SECS")]
-    shutdown_grace_secs: Option<String>,
-    /// shared | per-connection: hub subscriptions (per-connection is a benchmark ablation) [default: shared]
-    #[arg(long, env = config::ENV_SSE_HUB_MODE, value_name = "MODE")]
-    sse_hub_mode: Option<String>,
-    /// auto | true | false: run the embedded demo [default: auto]
-    #[arg(long, env = config::ENV_DEMO, value_name = "MODE")]
-    demo: Option<String>,
-}
-
-impl ServeArgs {
-    /// The values clap resolved (flag, else environment), keyed by variable.
-    fn values(&self) -> BTreeMap<&'static str, String> {
-        use config::*;
-        let pairs = [
-            (ENV_BIND, &self.bind),
-            (ENV_JWT_SECRET, &self.jwt_secret),
-            (ENV_BUS_TYPE, &self.bus_type),
-            (ENV_BUS_ENABLED, &self.bus_enabled),
-            (ENV_NATS_URL, &self.nats_url),
-            (ENV_REDIS_URL, &self.redis_url),
-            (ENV_DB_TYPE, &self.db_type),
-            (ENV_DATABASE_URL, &self.database_url),
-            (ENV_TICKET_STORE, &self.ticket_store),
-            (ENV_SSE_MAX_PER_USER, &self.sse_max_per_user),
-            (ENV_SSE_MAX_TOTAL, &self.sse_max_total),
-            (ENV_SSE_KEEPALIVE_SECS, &self.sse_keepalive_secs),
-            (ENV_SSE_QUEUE_MAX, &self.sse_queue_max),
-            (ENV_SSE_TICKET_TTL, &self.sse_ticket_ttl),
-            (ENV_SSE_REPLAY, &self.sse_replay),
-            (ENV_SSE_REPLAY_GRACE_SECS, &self.sse_replay_grace_secs),
-            (ENV_SSE_RETRY_MS, &self.sse_retry_ms),
-            (ENV_JWT_LEEWAY_SECS, &self.jwt_leeway_secs),
-            (ENV_CORS_ORIGINS, &self.cors_origins),
-            (ENV_SHUTDOWN_GRACE_SECS, &self.shutdown_grace_secs),
-            (ENV_DEMO, &self.demo),
-            (ENV_SSE_HUB_MODE, &self.sse_hub_mode),
-        ];
-        pairs
-            .into_iter()
-            .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
-            .collect()
-    }
-
-    fn config(&self) -> Result<Config, Vec<config::ConfigError>> {
-        let values = self.values();
-        Config::from_lookup(&move |k| values.get(k).cloned())
-    }
-}
-
-#[derive(Debug, Args)]
-struct DbArgs {
-    /// PostgreSQL URL
-    #[arg(long, env = config::ENV_DATABASE_URL, value_name = "URL", hide_env_values = true)]
-    database_url: String,
-}
-
-#[derive(Debug, Args)]
-struct MintArgs {
-    /// The user's uuid (the `uuid` claim)
-    #[arg(long)]
-    user: String,
-    /// Token lifetime in seconds
-    #[arg(long, default_value_t = 3600)]
-    ttl_secs: u64,
-    /// HS256 secret
-    #[arg(long, env = config::ENV_JWT_SECRET, hide_env_values = true)]
-    jwt_secret: String,
-}
-
-#[derive(Debug, Args)]
-struct PublishArgs {
-    /// Topic, e.g. attacker.observation.motor.input_modality
-    topic: String,
-    /// Payload: a JSON object
-    #[arg(default_value = "{}")]
-    payload: String,
-    /// The envelope's `type`
-    #[arg(long = "type", default_value = "")]
-    event_type: String,
-    #[command(flatten)]
-    bus: ServeArgs,
+fn cli() -> Command {
+    let settings = setting_args();
+    Command::new("decnet-events")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("DECNET's live streams (Server-Sent Events) for the analyst dashboard")
+        .args(settings.clone())
+        .args_conflicts_with_subcommands(true)
+        .subcommand(
+            Command::new("serve")
+                .about("Serve the HTTP API (the default when no subcommand is given)")
+                .args(settings.clone()),
+        )
+        .subcommand(
+            Command::new("migrate")
+                .about("Apply the embedded migrations to the PostgreSQL database (never to DECNET's own)")
+                .args(settings.clone()),
+        )
+        .subcommand(
+            Command::new("mint-token")
+                .about("Print a JWT for a user (operators and tests)")
+                .arg(Arg::new("user").long("user").required(true).help("The user's uuid (the `uuid` claim)"))
+                .arg(
+                    Arg::new("ttl-secs")
+                        .long("ttl-secs")
+                        .default_value("3600")
+                        .value_parser(clap::value_parser!(u64))
+                        .help("Token lifetime in seconds"),
+                )
+                .arg(
+                    Arg::new("DECNET_JWT_SECRET")
+                        .long("jwt-secret")
+                        .env("DECNET_JWT_SECRET")
+                        .required(true)
+                        .hide_env_values(true)
+                        .help("HS256 secret"),
+                ),
+        )
+        .subcommand(
+            Command::new("publish")
+                .about("Publish one event on the configured bus")
+                .arg(Arg::new("topic").required(true).help("Topic, e.g. attacker.observation.motor.input_modality"))
+                .arg(Arg::new("payload").default_value("{}").help("Payload: a JSON object"))
+                .arg(Arg::new("type").long("type").default_value("").help("The envelope's `type`"))
+                .args(settings),
+        )
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = cli().get_matches();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -215,12 +107,13 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
-            None => serve(cli.serve).await,
-            Some(Command::Serve(args)) => serve(args).await,
-            Some(Command::Migrate(args)) => migrate(args).await,
-            Some(Command::MintToken(args)) => mint_token(&args),
-            Some(Command::Publish(args)) => publish(args).await,
+        match matches.subcommand() {
+            None => serve(&matches).await,
+            Some(("serve", args)) => serve(args).await,
+            Some(("migrate", args)) => migrate(args).await,
+            Some(("mint-token", args)) => mint_token(args),
+            Some(("publish", args)) => publish(args).await,
+            Some((other, _)) => bail!("unknown subcommand {other}"),
         }
     });
     match result {
@@ -232,8 +125,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn config_or_usage(args: &ServeArgs) -> Result<Config, ExitCode> {
-    args.config().map_err(|errors| {
+/// The settings from the flags and the environment (clap merged them), or
+/// the exit code after printing every bad variable.
+fn settings(args: &ArgMatches) -> Result<Settings, ExitCode> {
+    let lookup = |var: &str| match var {
+        "HOME" => std::env::var("HOME").ok(),
+        _ => args.get_one::<String>(var).cloned(),
+    };
+    Settings::from_lookup(&lookup).map_err(|errors| {
         for error in &errors {
             eprintln!("decnet-events: invalid configuration: {error}");
         }
@@ -241,153 +140,105 @@ fn config_or_usage(args: &ServeArgs) -> Result<Config, ExitCode> {
     })
 }
 
-async fn build_repo(config: &Config) -> Result<Repo> {
-    Ok(match config.db {
-        DbKind::Memory => Repo::from(MemoryRepository::new()),
-        DbKind::Postgres => {
-            let url = config
-                .database_url
-                .clone()
-                .context("DECNET_DATABASE_URL is not set")?;
-            Repo::from(
-                PgRepository::connect(PgConfig::new(url)).context("connecting to PostgreSQL")?,
-            )
-        }
-    })
-}
-
-async fn serve(args: ServeArgs) -> Result<ExitCode> {
-    let config = match config_or_usage(&args) {
-        Ok(config) => config,
+async fn serve(args: &ArgMatches) -> Result<ExitCode> {
+    let settings = match settings(args) {
+        Ok(settings) => settings,
         Err(code) => return Ok(code),
     };
-    let _telemetry = telemetry::init();
-    tracing::info!(?config, "starting");
-    raise_open_files_limit();
-
-    let listener = tokio::net::TcpListener::bind(config.bind)
+    let _telemetry = telemetry::init(settings.log_format);
+    tracing::info!(?settings, "starting");
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open files limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
+    }
+    let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
-        .with_context(|| format!("binding {}", config.bind))?;
+        .with_context(|| format!("binding {}", settings.bind))?;
+    let ops_listener = match settings.ops_bind {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr} (DECNET_OPS_BIND)"))?,
+        ),
+        None => None,
+    };
     let local = listener.local_addr().context("local address")?;
 
-    let secret = match &config.jwt_secret {
+    let secret = match &settings.jwt_secret {
         Some(secret) => secret.clone().into_bytes(),
-        None => {
-            let mut bytes = [0u8; 32];
-            getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("OS random generator: {e}"))?;
-            bytes
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-                .into_bytes()
-        }
+        None => backends::generated_secret()?,
     };
-    let repo = build_repo(&config).await?;
-    let bus = Bus::connect(&config.bus)
+    let repo = backends::repository(&settings).await?;
+    let bus = decnet_bus::Bus::connect(&settings.bus)
         .await
         .context("connecting to the bus")?;
-    let tickets = match config.ticket_store {
-        TicketStoreKind::Memory => TicketStore::memory(),
-        #[cfg(feature = "redis")]
-        TicketStoreKind::Redis => TicketStore::redis(&config.redis_url, "decnet:")
-            .await
-            .context("connecting the Redis ticket store")?,
-        #[cfg(not(feature = "redis"))]
-        TicketStoreKind::Redis => {
-            bail!("DECNET_TICKET_STORE=redis needs a build with the `redis` feature")
-        }
-    };
-    let verifier = Arc::new(TokenVerifier::new(
+    let tickets = backends::tickets(&settings, &secret).await?;
+    let verifier = TokenVerifier::new(
         VerifierConfig {
             secret: secret.clone(),
-            leeway_secs: config.jwt_leeway_secs,
-            cache_ttl: Some(Duration::from_secs(10)),
+            leeway_secs: settings.jwt_leeway_secs,
+            cache_ttl: Some(decnet_api::VERIFIER_CACHE_TTL),
         },
-        repo.clone(),
-    ));
+        repo.reader.clone(),
+    );
     let hub = StreamHub::start(
         bus.clone(),
-        repo.clone(),
-        HubConfig {
-            keepalive: config.keepalive,
-            queue_max: config.queue_max,
-            replay_capacity: config.replay,
-            replay_grace: config.replay_grace,
-            retry: config.retry,
-            // With a 10 s verifier cache, a revocation is seen within 20 s (< 30 s).
-            revalidate_every: Duration::from_secs(10),
-            mode: config.hub_mode,
-        },
+        decnet_stream::decnet_kinds(&repo.reader),
+        settings.hub.clone(),
     );
-    let limiter = ConnectionLimiter::new(config.max_per_user, config.max_total);
-    let metrics = Arc::new(metrics::Metrics::new(
-        hub.clone(),
-        bus.clone(),
-        tickets.clone(),
-        limiter.clone(),
-    ));
-    let state = Arc::new(server::AppState {
-        hub,
-        repo: repo.clone(),
-        bus: bus.clone(),
-        verifier,
-        tickets,
-        limiter,
-        metrics,
-        ticket_ttl: config.ticket_ttl,
-        cors_origins: config.cors_origins.clone(),
-    });
+    let app = App::new(
+        AppParts {
+            hub,
+            verifier,
+            tickets,
+            limiter: ConnectionLimiter::new(settings.max_per_user, settings.max_total),
+            health: repo.reader.clone(),
+            bus: bus.clone(),
+        },
+        settings.app.clone(),
+        Vec::new(),
+    );
 
-    let demo_task = if config.demo {
-        demo::seed(&repo).await.context("seeding the demo data")?;
-        let (token, _) = decnet_auth::mint_access_token(
-            &secret,
-            demo::DEMO_USER,
-            Duration::from_secs(24 * 3600),
-        )
-        .context("minting the demo token")?;
-        print_demo_banner(local, &token);
-        Some(tokio::spawn(demo::generate(bus.clone(), repo.clone())))
-    } else {
-        tracing::info!(addr = %local, bus = %bus.kind(), "listening");
-        None
+    let demo_task = match (settings.demo(), &repo.writer) {
+        (true, Some(writer)) => {
+            demo::seed(writer.as_ref())
+                .await
+                .context("seeding the demo data")?;
+            let (token, _) = decnet_auth::mint_access_token(
+                &secret,
+                demo::DEMO_USER,
+                Duration::from_secs(24 * 3600),
+            )
+            .context("minting the demo token")?;
+            demo::print_banner(local, &token);
+            Some(tokio::spawn(demo::generate(bus.clone(), writer.clone())))
+        }
+        _ => {
+            tracing::info!(addr = %local, bus = %bus.kind(), "listening");
+            None
+        }
     };
 
-    server::run(listener, state, shutdown_signal(), config.shutdown_grace).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let ops = ops_listener.map(|listener| {
+        let app = app.ops();
+        let config = settings.serve.clone();
+        let mut stopped = stopped.clone();
+        tokio::spawn(decnet_api::serve(listener, app, config, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }))
+    });
+    decnet_api::serve(listener, app, settings.serve.clone(), shutdown_signal()).await?;
+    stop.send_replace(true);
+    if let Some(ops) = ops {
+        let _ = ops.await;
+    }
     if let Some(task) = demo_task {
         task.abort();
     }
     bus.close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Every stream is a socket: lift the soft open-files limit to the hard one.
-fn raise_open_files_limit() {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::info!(limit, "open files limit"),
-        Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
-    }
-}
-
-fn print_demo_banner(addr: std::net::SocketAddr, token: &str) {
-    let base = format!("http://{addr}");
-    println!(
-        "\n\
-decnet-events demo is running on {base} (memory bus, memory database, synthetic events)\n\
-\n\
-  demo attacker: {attacker}\n\
-  token (24 h):  {token}\n\
-\n\
-Console:  {base}/#token={token}&attacker={attacker}\n\
-\n\
-Mint a ticket, then open the stream (tickets are single-use, 60 s):\n\
-\n\
-  TOKEN={token}\n\
-  TICKET=$(curl -s -X POST -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/auth/sse-ticket | sed 's/.*\"ticket\": *\"\\([^\"]*\\)\".*/\\1/')\n\
-  curl -N \"{base}/api/v1/attackers/{attacker}/events?ticket=$TICKET\"\n",
-        attacker = demo::DEMO_ATTACKER,
-    );
 }
 
 async fn shutdown_signal() {
@@ -397,7 +248,6 @@ async fn shutdown_signal() {
             std::future::pending::<()>().await;
         }
     };
-    #[cfg(unix)]
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {
@@ -409,19 +259,19 @@ async fn shutdown_signal() {
             }
         }
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
     tokio::select! {
         () = ctrl_c => tracing::info!("SIGINT received"),
         () = terminate => tracing::info!("SIGTERM received"),
     }
 }
 
-async fn migrate(args: DbArgs) -> Result<ExitCode> {
-    let _telemetry = telemetry::init();
-    let repo = PgRepository::connect(PgConfig::new(args.database_url))
-        .context("connecting to PostgreSQL")?;
-    let applied = repo.migrate().await.context("applying migrations")?;
+async fn migrate(args: &ArgMatches) -> Result<ExitCode> {
+    let settings = match settings(args) {
+        Ok(settings) => settings,
+        Err(code) => return Ok(code),
+    };
+    let _telemetry = telemetry::init(settings.log_format);
+    let applied = backends::migrate(&settings).await?;
     if applied.is_empty() {
         println!("database schema is up to date");
     } else {
@@ -430,36 +280,85 @@ async fn migrate(args: DbArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn mint_token(args: &MintArgs) -> Result<ExitCode> {
-    let (token, _) = decnet_auth::mint_access_token(
-        args.jwt_secret.as_bytes(),
-        &args.user,
-        Duration::from_secs(args.ttl_secs),
-    )
-    .context("minting the token")?;
+fn mint_token(args: &ArgMatches) -> Result<ExitCode> {
+    let user = args.get_one::<String>("user").context("--user")?;
+    let ttl = args.get_one::<u64>("ttl-secs").copied().unwrap_or(3600);
+    let secret = args
+        .get_one::<String>("DECNET_JWT_SECRET")
+        .context("DECNET_JWT_SECRET")?;
+    let (token, _) =
+        decnet_auth::mint_access_token(secret.as_bytes(), user, Duration::from_secs(ttl))
+            .context("minting the token")?;
     println!("{token}");
     Ok(ExitCode::SUCCESS)
 }
 
-async fn publish(args: PublishArgs) -> Result<ExitCode> {
+async fn publish(args: &ArgMatches) -> Result<ExitCode> {
+    let settings = match settings(args) {
+        Ok(settings) => settings,
+        Err(code) => return Ok(code),
+    };
+    let topic = args.get_one::<String>("topic").context("topic")?;
+    let raw = args
+        .get_one::<String>("payload")
+        .map_or("{}", String::as_str);
     let payload: serde_json::Value =
-        serde_json::from_str(&args.payload).context("the payload is not JSON")?;
+        serde_json::from_str(raw).context("the payload is not JSON")?;
     let serde_json::Value::Object(payload) = payload else {
         bail!("the payload must be a JSON object");
     };
-    let values = args.bus.values();
-    let bus_config = decnet_bus::BusConfig::from_lookup(|k| values.get(k).cloned())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if matches!(bus_config.kind, BusKind::Memory | BusKind::Null) {
-        bail!("publish needs a real bus: set DECNET_BUS_TYPE=nats or redis");
+    if matches!(
+        settings.bus.kind,
+        decnet_bus::BusKind::Memory | decnet_bus::BusKind::Null
+    ) {
+        bail!("publish needs a real bus: set DECNET_BUS_TYPE=unix, nats or redis");
     }
-    let bus = Bus::connect(&bus_config)
+    let bus = decnet_bus::Bus::connect(&settings.bus)
         .await
         .context("connecting to the bus")?;
-    bus.publish(&args.topic, &args.event_type, payload)
+    let event_type = args.get_one::<String>("type").map_or("", String::as_str);
+    // A broker that is just (re)connecting: wait for it, boundedly.
+    let mut state = bus.watch_state();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        state.wait_for(|s| *s == decnet_bus::ConnectionState::Connected),
+    )
+    .await;
+    bus.publish(topic, event_type, payload)
         .await
         .context("publishing")?;
     bus.close().await;
-    println!("published on {}", args.topic);
+    println!("published on {topic}");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_cli_is_well_formed() {
+        super::cli().debug_assert();
+    }
+
+    #[test]
+    fn every_setting_is_a_flag_of_serve() {
+        let serve = super::cli();
+        let serve = serve.find_subcommand("serve").expect("serve");
+        for setting in decnet_api::settings::SETTINGS {
+            let flag = setting.flag();
+            assert!(
+                serve
+                    .get_arguments()
+                    .any(|a| a.get_long() == Some(flag.as_str())),
+                "--{flag}"
+            );
+        }
+    }
+}
+
+/// Shared with the demo and backends: the repository as every consumer sees it.
+pub(crate) struct Repository {
+    /// Every reader.
+    pub(crate) reader: Arc<dyn decnet_repo::Repository>,
+    /// The writer, for the embedded demo (in-process repository only).
+    pub(crate) writer: Option<Arc<dyn decnet_repo::RepositoryWriter>>,
 }

@@ -1,19 +1,22 @@
 //! Logging and tracing: the only place a subscriber is installed.
 //!
-//! Logs go to stderr through `tracing-subscriber`, filtered by `RUST_LOG`.
+//! Logs go to stderr through `tracing-subscriber`, filtered by `RUST_LOG`,
+//! as text or one JSON object per line (`DECNET_LOG_FORMAT=json`: the same
+//! fields, the same redaction, since secrets are removed before a value is
+//! ever recorded).
 //! With the `otel` feature (on by default) and `OTEL_EXPORTER_OTLP_ENDPOINT`
 //! set, spans (`api.attackers.events`, `api.sse_ticket`, ...) are also
 //! exported over OTLP/HTTP; the exporter reads the standard `OTEL_*`
 //! variables itself. Without the endpoint, nothing is exported and nothing
 //! is said about it.
 
+use decnet_api::settings::LogFormat;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Default filter when `RUST_LOG` is unset: our crates at info, the rest at warn.
-const DEFAULT_FILTER: &str =
-    "warn,decnet_events=info,decnet_stream=info,decnet_bus=info,decnet_auth=info,decnet_repo=info";
+const DEFAULT_FILTER: &str = "warn,decnet_events=info,decnet_api=info,decnet_stream=info,decnet_bus=info,decnet_auth=info,decnet_repo=info";
 
 /// Flushes exported spans when dropped at the end of `main`.
 pub(crate) struct Guard {
@@ -65,11 +68,29 @@ fn otel_provider() -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
 }
 
 /// Install the tracing subscriber. Keep the guard alive until exit.
-pub(crate) fn init() -> Guard {
+pub(crate) fn init(format: LogFormat) -> Guard {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    let (text, json) = match format {
+        LogFormat::Text => (
+            Some(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)),
+            None,
+        ),
+        LogFormat::Json => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_writer(std::io::stderr),
+            ),
+        ),
+    };
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json);
     #[cfg(feature = "otel")]
     {
         use opentelemetry::trace::TracerProvider as _;

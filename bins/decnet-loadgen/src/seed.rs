@@ -3,7 +3,8 @@
 //! [`user_uuid`]), so a run needs no database access of its own.
 
 use anyhow::{Context, Result, bail};
-use decnet_repo::{Attacker, PgConfig, PgRepository, Repository, User};
+use decnet_repo::prelude::*;
+use decnet_repo::{Attacker, PgConfig, PgRepository, User};
 
 /// The uuid of bench attacker `index` (a fixed, valid v4-shaped uuid).
 pub(crate) fn attacker_uuid(index: usize) -> String {

@@ -358,7 +358,11 @@ impl App {
     }
 
     /// Bearer header, else a single-use ticket. `?token=` never.
-    async fn identify(&self, query: Option<&str>, headers: &HeaderMap) -> Result<Identity, Refusal> {
+    async fn identify(
+        &self,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<Identity, Refusal> {
         let inner = &self.inner;
         if let Some(token) = bearer(headers) {
             return authenticate_bearer(&inner.verifier, token).await;
@@ -378,7 +382,8 @@ impl App {
         conn: Option<&Arc<ConnCtx>>,
     ) -> Result<Response<Body>, Refusal> {
         let inner = &self.inner;
-        let kind = inner.kinds[route_index(route)].ok_or_else(|| Refusal::not_found("Not Found"))?;
+        let kind =
+            inner.kinds[route_index(route)].ok_or_else(|| Refusal::not_found("Not Found"))?;
         // 1. Who is asking (401 / 403 / 503), before anything else is said.
         let identity = self.identify(query, headers).await?;
         // 2. How fast: lookups are bounded per user before they reach the database.

@@ -31,7 +31,9 @@ pub const REVALIDATE_EVERY: Duration =
 /// no header at all (a stream then falls back to its ticket).
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    value.strip_prefix("Bearer ").filter(|token| !token.is_empty())
+    value
+        .strip_prefix("Bearer ")
+        .filter(|token| !token.is_empty())
 }
 
 /// Verify a Bearer JWT and apply the role gate.
@@ -141,7 +143,11 @@ mod tests {
         };
         assert_eq!(bearer(&HeaderMap::new()), None);
         assert_eq!(bearer(&with("Bearer abc")), Some("abc"));
-        assert_eq!(bearer(&with("Bearer  abc")), Some(" abc"), "untrimmed: fails as a JWT");
+        assert_eq!(
+            bearer(&with("Bearer  abc")),
+            Some(" abc"),
+            "untrimmed: fails as a JWT"
+        );
         assert_eq!(bearer(&with("bearer abc")), None, "case-sensitive");
         assert_eq!(bearer(&with("Basic abc")), None);
         assert_eq!(bearer(&with("Bearer ")), None);

@@ -163,7 +163,10 @@ mod tests {
         let request = headers(&[
             ("origin", "http://localhost:8080"),
             ("access-control-request-method", "POST"),
-            ("access-control-request-headers", "authorization, content-type"),
+            (
+                "access-control-request-headers",
+                "authorization, content-type",
+            ),
         ]);
         assert!(Cors::is_preflight(&Method::OPTIONS, &request));
         let response = cors().preflight(&request);
@@ -183,11 +186,17 @@ mod tests {
             assert_eq!(cors().preflight(&request).status(), StatusCode::BAD_REQUEST);
         };
         check(
-            &[("origin", "https://evil.example"), ("access-control-request-method", "POST")],
+            &[
+                ("origin", "https://evil.example"),
+                ("access-control-request-method", "POST"),
+            ],
             &["origin"],
         );
         check(
-            &[("origin", "null"), ("access-control-request-method", "TRACE")],
+            &[
+                ("origin", "null"),
+                ("access-control-request-method", "TRACE"),
+            ],
             &["origin", "method"],
         );
         check(
@@ -203,11 +212,22 @@ mod tests {
     #[test]
     fn simple_responses_echo_listed_origins_only() {
         let mut response = Response::new(full("x"));
-        cors().decorate(&headers(&[("origin", "http://localhost:8080")]), &mut response);
-        assert_eq!(response.headers()["access-control-allow-origin"], "http://localhost:8080");
+        cors().decorate(
+            &headers(&[("origin", "http://localhost:8080")]),
+            &mut response,
+        );
+        assert_eq!(
+            response.headers()["access-control-allow-origin"],
+            "http://localhost:8080"
+        );
         assert_eq!(response.headers()["vary"], "Origin");
         let mut response = Response::new(full("x"));
         cors().decorate(&headers(&[("origin", "null")]), &mut response);
-        assert!(response.headers().get("access-control-allow-origin").is_none());
+        assert!(
+            response
+                .headers()
+                .get("access-control-allow-origin")
+                .is_none()
+        );
     }
 }

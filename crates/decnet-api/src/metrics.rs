@@ -245,7 +245,12 @@ impl Collector for LiveView {
             "Frames dropped from lagging streams",
             hub.frames_dropped,
         )?;
-        counter(e, "decnet_sse_resyncs", "Resyncs sent to lagging streams", hub.resyncs)?;
+        counter(
+            e,
+            "decnet_sse_resyncs",
+            "Resyncs sent to lagging streams",
+            hub.resyncs,
+        )?;
         counter(
             e,
             "decnet_sse_resumed",

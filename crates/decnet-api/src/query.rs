@@ -46,9 +46,15 @@ mod tests {
 
     #[test]
     fn params_decode_and_the_last_one_wins() {
-        assert_eq!(param(Some("a=1&ticket=x%2By+z"), "ticket").as_deref(), Some("x+y z"));
+        assert_eq!(
+            param(Some("a=1&ticket=x%2By+z"), "ticket").as_deref(),
+            Some("x+y z")
+        );
         assert_eq!(param(Some("ticket"), "ticket").as_deref(), Some(""));
-        assert_eq!(param(Some("ticket=a&ticket=b"), "ticket").as_deref(), Some("b"));
+        assert_eq!(
+            param(Some("ticket=a&ticket=b"), "ticket").as_deref(),
+            Some("b")
+        );
         assert_eq!(param(None, "ticket"), None);
         assert_eq!(param(Some("t%69cket=x"), "ticket").as_deref(), Some("x"));
         assert_eq!(param(Some("a=%zz%4"), "a").as_deref(), Some("%zz%4"));
@@ -60,7 +66,10 @@ mod tests {
             redacted(Some("ticket=secret&last_event_id=5&token=jwt")),
             "?ticket=[redacted]&last_event_id=5&token=[redacted]"
         );
-        assert_eq!(redacted(Some("t%69cket=s&access_token")), "?t%69cket=[redacted]&access_token=[redacted]");
+        assert_eq!(
+            redacted(Some("t%69cket=s&access_token")),
+            "?t%69cket=[redacted]&access_token=[redacted]"
+        );
         assert_eq!(redacted(None), "");
     }
 }

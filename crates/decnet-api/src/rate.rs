@@ -83,7 +83,10 @@ mod tests {
         assert!(limiter.allow("u"));
         assert!(!limiter.allow("u"));
         tokio::time::advance(Duration::from_secs(60)).await;
-        assert!((0..3).all(|_| limiter.allow("u")), "refills up to the burst only");
+        assert!(
+            (0..3).all(|_| limiter.allow("u")),
+            "refills up to the burst only"
+        );
         assert!(!limiter.allow("u"));
     }
 

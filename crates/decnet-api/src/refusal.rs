@@ -44,10 +44,12 @@ impl Refusal {
 
     /// 401 `Could not validate credentials` with `WWW-Authenticate: Bearer`.
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, UNAUTHORIZED_DETAIL, "unauthorized").with(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer"),
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            UNAUTHORIZED_DETAIL,
+            "unauthorized",
         )
+        .with(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
     }
 
     /// 403 with DECNET's message for `reason`.
@@ -93,10 +95,8 @@ impl Refusal {
 
     /// 429 with `detail` and `Retry-After`.
     pub fn too_many(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::TOO_MANY_REQUESTS, detail, "limited").with(
-            header::RETRY_AFTER,
-            HeaderValue::from(RETRY_AFTER_SECS),
-        )
+        Self::new(StatusCode::TOO_MANY_REQUESTS, detail, "limited")
+            .with(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS))
     }
 
     /// 429 `SSE connection limit (N) reached` (DECNET's per-user cap text).
@@ -106,10 +106,8 @@ impl Refusal {
 
     /// 503 with `detail` and `Retry-After`.
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, detail, "unavailable").with(
-            header::RETRY_AFTER,
-            HeaderValue::from(RETRY_AFTER_SECS),
-        )
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, detail, "unavailable")
+            .with(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS))
     }
 
     /// 503 `Service temporarily unavailable` (a repository or store is down).
@@ -203,7 +201,10 @@ mod tests {
     #[test]
     fn statuses_headers_and_labels() {
         let r = Refusal::unauthorized();
-        assert_eq!((r.status, r.label), (StatusCode::UNAUTHORIZED, "unauthorized"));
+        assert_eq!(
+            (r.status, r.label),
+            (StatusCode::UNAUTHORIZED, "unauthorized")
+        );
         assert_eq!(r.headers[0].0, header::WWW_AUTHENTICATE);
         let r = Refusal::backend_down();
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);

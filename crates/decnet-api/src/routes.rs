@@ -156,14 +156,35 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert_eq!(Route::parse("/api/v1/attackers/abc/events"), stream(StreamRoute::Attacker, "abc"));
+        assert_eq!(
+            Route::parse("/api/v1/attackers/abc/events"),
+            stream(StreamRoute::Attacker, "abc")
+        );
         assert_eq!(Route::parse("/api/v1/attackers//events"), Route::NotFound);
-        assert_eq!(Route::parse("/api/v1/attackers/a/b/events"), Route::NotFound);
-        assert_eq!(Route::parse("/api/v1/attackers/a%20b/events"), stream(StreamRoute::Attacker, "a b"));
-        assert_eq!(Route::parse("/api/v1/attackers/a%2Fb/events"), Route::NotFound);
-        assert_eq!(Route::parse("/api/v1/topologies/T-1/events"), stream(StreamRoute::Topology, "T-1"));
-        assert_eq!(Route::parse("/api/v1/identities/events"), stream(StreamRoute::Identities, ""));
-        assert_eq!(Route::parse("/api/v1/campaigns/events"), stream(StreamRoute::Campaigns, ""));
+        assert_eq!(
+            Route::parse("/api/v1/attackers/a/b/events"),
+            Route::NotFound
+        );
+        assert_eq!(
+            Route::parse("/api/v1/attackers/a%20b/events"),
+            stream(StreamRoute::Attacker, "a b")
+        );
+        assert_eq!(
+            Route::parse("/api/v1/attackers/a%2Fb/events"),
+            Route::NotFound
+        );
+        assert_eq!(
+            Route::parse("/api/v1/topologies/T-1/events"),
+            stream(StreamRoute::Topology, "T-1")
+        );
+        assert_eq!(
+            Route::parse("/api/v1/identities/events"),
+            stream(StreamRoute::Identities, "")
+        );
+        assert_eq!(
+            Route::parse("/api/v1/campaigns/events"),
+            stream(StreamRoute::Campaigns, "")
+        );
         assert_eq!(
             Route::parse("/api/v1/orchestrator/events/stream"),
             stream(StreamRoute::Orchestrator, "")
@@ -176,9 +197,17 @@ mod tests {
 
     #[test]
     fn labels_are_templates() {
-        for path in ["/api/v1/attackers/x/events", "/api/v1/topologies/y/events", "/", "/zzz"] {
+        for path in [
+            "/api/v1/attackers/x/events",
+            "/api/v1/topologies/y/events",
+            "/",
+            "/zzz",
+        ] {
             let label = Route::parse(path).label();
-            assert!(label == "unmatched" || Route::templates().contains(&label), "{label}");
+            assert!(
+                label == "unmatched" || Route::templates().contains(&label),
+                "{label}"
+            );
         }
     }
 }

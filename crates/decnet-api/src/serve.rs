@@ -202,7 +202,9 @@ pub async fn serve(
     app.hub().shutdown();
     match tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections closed"),
-        Err(_) => tracing::warn!(grace = ?config.shutdown_grace, "grace period over; dropping remaining connections"),
+        Err(_) => {
+            tracing::warn!(grace = ?config.shutdown_grace, "grace period over; dropping remaining connections")
+        }
     }
     Ok(())
 }

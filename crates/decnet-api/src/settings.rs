@@ -166,7 +166,10 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("bind", &self.bind)
             .field("ops_bind", &self.ops_bind)
-            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("developer", &self.developer)
             .field("bus", &self.bus)
             .field("db", &self.db)
@@ -223,7 +226,9 @@ pub struct Setting {
 
 impl std::fmt::Debug for Setting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Setting").field("env", &self.env).finish_non_exhaustive()
+        f.debug_struct("Setting")
+            .field("env", &self.env)
+            .finish_non_exhaustive()
     }
 }
 
@@ -276,7 +281,10 @@ impl Value<'_> {
         match raw.parse::<T>() {
             Ok(n) if n >= min && n <= max => Some(n),
             Ok(_) => {
-                self.fail(format!("must be between {min} and {max}, got {}", self.shown()));
+                self.fail(format!(
+                    "must be between {min} and {max}, got {}",
+                    self.shown()
+                ));
                 None
             }
             Err(_) => {
@@ -323,7 +331,11 @@ impl Value<'_> {
             Some((_, value)) => Some(*value),
             None => {
                 let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
-                self.fail(format!("must be one of {}, got {}", names.join(", "), self.shown()));
+                self.fail(format!(
+                    "must be one of {}, got {}",
+                    names.join(", "),
+                    self.shown()
+                ));
                 None
             }
         }
@@ -401,187 +413,406 @@ pub const SETTINGS: &[Setting] = &[
             s.bind = addr;
         }
     }),
-    setting!("DECNET_OPS_BIND", "", "A separate listen address for /healthz, /readyz and /metrics (then not served on DECNET_BIND)", |v, s| {
-        s.ops_bind = v.addr();
-        s.app.ops_on_main = s.ops_bind.is_none();
-    }),
+    setting!(
+        "DECNET_OPS_BIND",
+        "",
+        "A separate listen address for /healthz, /readyz and /metrics (then not served on DECNET_BIND)",
+        |v, s| {
+            s.ops_bind = v.addr();
+            s.app.ops_on_main = s.ops_bind.is_none();
+        }
+    ),
     setting!(secret ENV_JWT_SECRET, "", "HS256 secret shared with DECNET's API (at least 32 characters unless DECNET_DEVELOPER=true; generated in demo mode)", |v, s| {
         s.jwt_secret = v.text().map(str::to_owned);
     }),
-    setting!(ENV_DEVELOPER, "false", "DECNET's developer mode: allows a JWT secret shorter than 32 characters", |v, s| {
-        if let Some(b) = v.boolean() {
-            s.developer = b;
+    setting!(
+        ENV_DEVELOPER,
+        "false",
+        "DECNET's developer mode: allows a JWT secret shorter than 32 characters",
+        |v, s| {
+            if let Some(b) = v.boolean() {
+                s.developer = b;
+            }
         }
-    }),
-    setting!("DECNET_JWT_LEEWAY_SECS", "0", "JWT clock leeway for exp, nbf and iat", |v, s| {
-        if let Some(n) = v.number(0u64, 3600) {
-            s.jwt_leeway_secs = n;
+    ),
+    setting!(
+        "DECNET_JWT_LEEWAY_SECS",
+        "0",
+        "JWT clock leeway for exp, nbf and iat",
+        |v, s| {
+            if let Some(n) = v.number(0u64, 3600) {
+                s.jwt_leeway_secs = n;
+            }
         }
-    }),
-    setting!(decnet_bus::ENV_BUS_TYPE, "memory", "Bus: unix (DECNET's broker), nats, redis, memory, null, or DECNET's fake (= memory); unix by default with a DECNET database", read_later),
-    setting!(decnet_bus::ENV_BUS_ENABLED, "true", "false forces the null bus (snapshots and keepalives only)", read_later),
-    setting!(decnet_bus::ENV_NATS_URL, "nats://127.0.0.1:4222", "NATS server(s)", read_later),
+    ),
+    setting!(
+        decnet_bus::ENV_BUS_TYPE,
+        "memory",
+        "Bus: unix (DECNET's broker), nats, redis, memory, null, or DECNET's fake (= memory); unix by default with a DECNET database",
+        read_later
+    ),
+    setting!(
+        decnet_bus::ENV_BUS_ENABLED,
+        "true",
+        "false forces the null bus (snapshots and keepalives only)",
+        read_later
+    ),
+    setting!(
+        decnet_bus::ENV_BUS_SOCKET,
+        "",
+        "DECNET's bus socket; unset: /run/decnet/bus.sock when /run/decnet is writable by this process, else ~/.decnet/bus.sock (DECNET's order)",
+        read_later
+    ),
+    setting!(
+        decnet_bus::ENV_NATS_URL,
+        "nats://127.0.0.1:4222",
+        "NATS server(s)",
+        read_later
+    ),
     setting!(secret decnet_bus::ENV_REDIS_URL, "redis://127.0.0.1:6379", "Redis, for the bus and the ticket store", |v, s| {
         if let Some(url) = v.text() {
             s.redis_url = url.to_owned();
         }
     }),
-    setting!(ENV_DB_TYPE, "memory", "Repository: sqlite or mysql (DECNET's database, read-only), postgres, memory; sqlite by default when DECNET's bus or database is configured", read_later),
+    setting!(
+        ENV_DB_TYPE,
+        "memory",
+        "Repository: sqlite or mysql (DECNET's database, read-only), postgres, memory; sqlite by default when DECNET's bus or database is configured",
+        read_later
+    ),
     setting!(secret ENV_DATABASE_URL, "", "PostgreSQL URL", read_later),
     setting!(secret ENV_DB_URL, "", "DECNET's database URL (sqlite+aiosqlite:///path, mysql+asyncmy://user:pass@host:port/db, or postgres://)", read_later),
-    setting!(ENV_DB_PATH, "./decnet.db", "DECNET's SQLite file", read_later),
+    setting!(
+        ENV_DB_PATH,
+        "./decnet.db",
+        "DECNET's SQLite file",
+        read_later
+    ),
     setting!(ENV_DB_HOST, "localhost", "DECNET's MySQL host", read_later),
     setting!(ENV_DB_PORT, "3306", "DECNET's MySQL port", read_later),
     setting!(ENV_DB_NAME, "decnet", "DECNET's MySQL database", read_later),
     setting!(ENV_DB_USER, "decnet", "DECNET's MySQL user", read_later),
     setting!(secret ENV_DB_PASSWORD, "", "DECNET's MySQL password (required for MySQL without DECNET_DB_URL)", read_later),
-    setting!("DECNET_STATE_FILE", "./decnet-state.json", "DECNET's fleet state file (the /stream stats' fleet decky count)", |v, s| {
-        if let Some(path) = v.text() {
-            s.state_file = PathBuf::from(path);
+    setting!(
+        "DECNET_STATE_FILE",
+        "./decnet-state.json",
+        "DECNET's fleet state file (the /stream stats' fleet decky count)",
+        |v, s| {
+            if let Some(path) = v.text() {
+                s.state_file = PathBuf::from(path);
+            }
         }
-    }),
-    setting!(ENV_TICKET_STORE, "memory", "Ticket store: memory (one instance) or redis (any number of instances)", |v, s| {
-        if let Some(kind) = v.choice(&[("memory", TicketStoreKind::Memory), ("redis", TicketStoreKind::Redis)]) {
-            s.ticket_store = kind;
+    ),
+    setting!(
+        ENV_TICKET_STORE,
+        "memory",
+        "Ticket store: memory (one instance) or redis (any number of instances)",
+        |v, s| {
+            if let Some(kind) = v.choice(&[
+                ("memory", TicketStoreKind::Memory),
+                ("redis", TicketStoreKind::Redis),
+            ]) {
+                s.ticket_store = kind;
+            }
         }
-    }),
-    setting!("DECNET_SSE_TICKET_TTL", "60", "Ticket lifetime, seconds", |v, s| {
-        if let Some(ttl) = v.secs(1, 86_400) {
-            s.app.ticket_ttl = ttl;
+    ),
+    setting!(
+        "DECNET_SSE_TICKET_TTL",
+        "60",
+        "Ticket lifetime, seconds",
+        |v, s| {
+            if let Some(ttl) = v.secs(1, 86_400) {
+                s.app.ticket_ttl = ttl;
+            }
         }
-    }),
-    setting!("DECNET_SSE_TICKETS_PER_USER", "20", "Live tickets a user may hold (429 beyond)", |v, s| {
-        if let Some(n) = v.number(1usize, 1_000_000) {
-            s.ticket_limits.per_user = n;
+    ),
+    setting!(
+        "DECNET_SSE_TICKETS_PER_USER",
+        "20",
+        "Live tickets a user may hold (429 beyond)",
+        |v, s| {
+            if let Some(n) = v.number(1usize, 1_000_000) {
+                s.ticket_limits.per_user = n;
+            }
         }
-    }),
-    setting!("DECNET_SSE_TICKETS_MAX", "100000", "Live tickets in the store (503 beyond)", |v, s| {
-        if let Some(n) = v.number(1usize, 100_000_000) {
-            s.ticket_limits.total = n;
+    ),
+    setting!(
+        "DECNET_SSE_TICKETS_MAX",
+        "100000",
+        "Live tickets in the store (503 beyond)",
+        |v, s| {
+            if let Some(n) = v.number(1usize, 100_000_000) {
+                s.ticket_limits.total = n;
+            }
         }
-    }),
-    setting!("DECNET_SSE_MAX_PER_USER", "5", "Streams per user per instance, every kind together (429 beyond)", |v, s| {
-        if let Some(n) = v.number(0usize, 1_000_000) {
-            s.max_per_user = n;
+    ),
+    setting!(
+        "DECNET_SSE_MAX_PER_USER",
+        "5",
+        "Streams per user per instance, every kind together (429 beyond)",
+        |v, s| {
+            if let Some(n) = v.number(0usize, 1_000_000) {
+                s.max_per_user = n;
+            }
         }
-    }),
-    setting!("DECNET_SSE_MAX_TOTAL", "", "Streams per instance (503 beyond; unlimited when unset)", |v, s| {
-        s.max_total = v.number(1usize, 100_000_000);
-    }),
-    setting!("DECNET_SSE_OPEN_RATE", "5", "Stream opens per second per user, sustained (0 = unlimited; 429 beyond)", |v, s| {
-        if let Some(n) = v.number(0.0f64, 1_000_000.0) {
-            s.app.open_rate = n;
+    ),
+    setting!(
+        "DECNET_SSE_MAX_TOTAL",
+        "",
+        "Streams per instance (503 beyond; unlimited when unset)",
+        |v, s| {
+            s.max_total = v.number(1usize, 100_000_000);
         }
-    }),
-    setting!("DECNET_SSE_OPEN_BURST", "20", "Stream opens a user may make at once before the rate applies", |v, s| {
-        if let Some(n) = v.number(1u32, 1_000_000) {
-            s.app.open_burst = n;
+    ),
+    setting!(
+        "DECNET_SSE_OPEN_RATE",
+        "5",
+        "Stream opens per second per user, sustained (0 = unlimited; 429 beyond)",
+        |v, s| {
+            if let Some(n) = v.number(0.0f64, 1_000_000.0) {
+                s.app.open_rate = n;
+            }
         }
-    }),
-    setting!("DECNET_SSE_KEEPALIVE_SECS", "15", "Idle keepalive interval, seconds", |v, s| {
-        if let Some(d) = v.secs(1, 3600) {
-            s.hub.keepalive = d;
+    ),
+    setting!(
+        "DECNET_SSE_OPEN_BURST",
+        "20",
+        "Stream opens a user may make at once before the rate applies",
+        |v, s| {
+            if let Some(n) = v.number(1u32, 1_000_000) {
+                s.app.open_burst = n;
+            }
         }
-    }),
-    setting!("DECNET_SSE_QUEUE_MAX", "256", "Frames a stream may have queued; overflow sends resync + snapshot", |v, s| {
-        if let Some(n) = v.number(1usize, 1_000_000) {
-            s.hub.queue_max = n;
+    ),
+    setting!(
+        "DECNET_SSE_KEEPALIVE_SECS",
+        "15",
+        "Idle keepalive interval, seconds",
+        |v, s| {
+            if let Some(d) = v.secs(1, 3600) {
+                s.hub.keepalive = d;
+            }
         }
-    }),
-    setting!("DECNET_SSE_QUEUE_MAX_BYTES", "8388608", "Bytes a stream may have queued; overflow sends resync + snapshot", |v, s| {
-        if let Some(n) = v.number(1024usize, 1 << 34) {
-            s.hub.queue_max_bytes = n;
+    ),
+    setting!(
+        "DECNET_SSE_QUEUE_MAX",
+        "256",
+        "Frames a stream may have queued; overflow sends resync + snapshot",
+        |v, s| {
+            if let Some(n) = v.number(1usize, 1_000_000) {
+                s.hub.queue_max = n;
+            }
         }
-    }),
-    setting!("DECNET_SSE_REPLAY", "256", "Live frames kept per stream key for resume (0 disables resume)", |v, s| {
-        if let Some(n) = v.number(0usize, 1_000_000) {
-            s.hub.replay_capacity = n;
+    ),
+    setting!(
+        "DECNET_SSE_QUEUE_MAX_BYTES",
+        "8388608",
+        "Bytes a stream may have queued; overflow sends resync + snapshot",
+        |v, s| {
+            if let Some(n) = v.number(1024usize, 1 << 34) {
+                s.hub.queue_max_bytes = n;
+            }
         }
-    }),
-    setting!("DECNET_SSE_REPLAY_MAX_BYTES", "67108864", "Bytes kept by every replay ring together", |v, s| {
-        if let Some(n) = v.number(0usize, 1 << 36) {
-            s.hub.replay_max_bytes = n;
+    ),
+    setting!(
+        "DECNET_SSE_REPLAY",
+        "256",
+        "Live frames kept per stream key for resume (0 disables resume)",
+        |v, s| {
+            if let Some(n) = v.number(0usize, 1_000_000) {
+                s.hub.replay_capacity = n;
+            }
         }
-    }),
-    setting!("DECNET_SSE_REPLAY_GRACE_SECS", "300", "How long a ring outlives its key's last stream, seconds", |v, s| {
-        if let Some(d) = v.secs(0, 86_400) {
-            s.hub.replay_grace = d;
+    ),
+    setting!(
+        "DECNET_SSE_REPLAY_MAX_BYTES",
+        "67108864",
+        "Bytes kept by every replay ring together",
+        |v, s| {
+            if let Some(n) = v.number(0usize, 1 << 36) {
+                s.hub.replay_max_bytes = n;
+            }
         }
-    }),
-    setting!("DECNET_SSE_RETRY_MS", "3000", "The retry: hint sent to clients, milliseconds", |v, s| {
-        if let Some(n) = v.number(0u64, 3_600_000) {
-            s.hub.retry = Duration::from_millis(n);
+    ),
+    setting!(
+        "DECNET_SSE_REPLAY_GRACE_SECS",
+        "300",
+        "How long a ring outlives its key's last stream, seconds",
+        |v, s| {
+            if let Some(d) = v.secs(0, 86_400) {
+                s.hub.replay_grace = d;
+            }
         }
-    }),
-    setting!("DECNET_SSE_SESSION_UNVERIFIED_SECS", "300", "How long a stream stays open while its session cannot be re-checked (the database is down), seconds", |v, s| {
-        if let Some(d) = v.secs(1, 86_400) {
-            s.hub.session_unknown_max = d;
+    ),
+    setting!(
+        "DECNET_SSE_RETRY_MS",
+        "3000",
+        "The retry: hint sent to clients, milliseconds",
+        |v, s| {
+            if let Some(n) = v.number(0u64, 3_600_000) {
+                s.hub.retry = Duration::from_millis(n);
+            }
         }
-    }),
-    setting!("DECNET_SSE_WRITE_TIMEOUT_SECS", "30", "A connection whose writes make no progress this long is dropped (also its TCP_USER_TIMEOUT), seconds", |v, s| {
-        if let Some(d) = v.secs(1, 3600) {
-            s.serve.write_timeout = d;
+    ),
+    setting!(
+        "DECNET_SSE_SESSION_UNVERIFIED_SECS",
+        "300",
+        "How long a stream stays open while its session cannot be re-checked (the database is down), seconds",
+        |v, s| {
+            if let Some(d) = v.secs(1, 86_400) {
+                s.hub.session_unknown_max = d;
+            }
         }
-    }),
-    setting!("DECNET_SSE_SNDBUF", "65536", "Kernel send buffer of a connection that carries a stream, bytes (0 = the kernel's)", |v, s| {
-        if let Some(n) = v.number(0usize, 1 << 30) {
-            s.serve.stream_sndbuf = n;
+    ),
+    setting!(
+        "DECNET_SSE_WRITE_TIMEOUT_SECS",
+        "30",
+        "A connection whose writes make no progress this long is dropped (also its TCP_USER_TIMEOUT), seconds",
+        |v, s| {
+            if let Some(d) = v.secs(1, 3600) {
+                s.serve.write_timeout = d;
+            }
         }
-    }),
-    setting!("DECNET_MAX_CONNECTIONS", "50000", "Connections held at once; more are closed at accept", |v, s| {
-        if let Some(n) = v.number(1usize, 100_000_000) {
-            s.serve.max_connections = n;
+    ),
+    setting!(
+        "DECNET_SSE_SNDBUF",
+        "65536",
+        "Kernel send buffer of a connection that carries a stream, bytes (0 = the kernel's)",
+        |v, s| {
+            if let Some(n) = v.number(0usize, 1 << 30) {
+                s.serve.stream_sndbuf = n;
+            }
         }
-    }),
-    setting!("DECNET_MAX_CONNECTIONS_PER_IP", "4096", "Connections held at once per client address (raise it behind a reverse proxy)", |v, s| {
-        if let Some(n) = v.number(1usize, 100_000_000) {
-            s.serve.max_connections_per_ip = n;
+    ),
+    setting!(
+        "DECNET_MAX_CONNECTIONS",
+        "50000",
+        "Connections held at once; more are closed at accept",
+        |v, s| {
+            if let Some(n) = v.number(1usize, 100_000_000) {
+                s.serve.max_connections = n;
+            }
         }
-    }),
-    setting!(ENV_CORS_ORIGINS, "http://localhost:8080", "Comma-separated dashboard origins; defaults to DECNET's http://<DECNET_WEB_HOST>:<DECNET_WEB_PORT> (* is refused unless DECNET_CORS_ALLOW_WILDCARD=true)", read_later),
-    setting!(ENV_CORS_ALLOW_WILDCARD, "false", "Allow DECNET_CORS_ORIGINS=* (any origin, never with credentials)", read_later),
-    setting!(ENV_WEB_HOST, "127.0.0.1", "DECNET's dashboard host (only for the default CORS origin)", read_later),
-    setting!(ENV_WEB_PORT, "8080", "DECNET's dashboard port (only for the default CORS origin)", read_later),
-    setting!("DECNET_SHUTDOWN_GRACE_SECS", "10", "How long shutdown waits for connections to close, seconds", |v, s| {
-        if let Some(d) = v.secs(0, 3600) {
-            s.serve.shutdown_grace = d;
+    ),
+    setting!(
+        "DECNET_MAX_CONNECTIONS_PER_IP",
+        "4096",
+        "Connections held at once per client address (raise it behind a reverse proxy)",
+        |v, s| {
+            if let Some(n) = v.number(1usize, 100_000_000) {
+                s.serve.max_connections_per_ip = n;
+            }
         }
-    }),
-    setting!("DECNET_ACCESS_LOG", "true", "Log every request (target decnet_events::access)", |v, s| {
-        if let Some(b) = v.boolean() {
-            s.app.access_log.enabled = b;
+    ),
+    setting!(
+        ENV_CORS_ORIGINS,
+        "http://localhost:8080",
+        "Comma-separated dashboard origins; defaults to DECNET's http://<DECNET_WEB_HOST>:<DECNET_WEB_PORT> (* is refused unless DECNET_CORS_ALLOW_WILDCARD=true)",
+        read_later
+    ),
+    setting!(
+        ENV_CORS_ALLOW_WILDCARD,
+        "false",
+        "Allow DECNET_CORS_ORIGINS=* (any origin, never with credentials)",
+        read_later
+    ),
+    setting!(
+        ENV_WEB_HOST,
+        "127.0.0.1",
+        "DECNET's dashboard host (only for the default CORS origin)",
+        read_later
+    ),
+    setting!(
+        ENV_WEB_PORT,
+        "8080",
+        "DECNET's dashboard port (only for the default CORS origin)",
+        read_later
+    ),
+    setting!(
+        "DECNET_SHUTDOWN_GRACE_SECS",
+        "10",
+        "How long shutdown waits for connections to close, seconds",
+        |v, s| {
+            if let Some(d) = v.secs(0, 3600) {
+                s.serve.shutdown_grace = d;
+            }
         }
-    }),
-    setting!("DECNET_ACCESS_LOG_SAMPLE", "1", "Log one request in N (errors always)", |v, s| {
-        if let Some(n) = v.number(1u64, 1_000_000) {
-            s.app.access_log = AccessLog::new(s.app.access_log.enabled, n, s.app.access_log.skip.clone());
+    ),
+    setting!(
+        "DECNET_ACCESS_LOG",
+        "true",
+        "Log every request (target decnet_events::access)",
+        |v, s| {
+            if let Some(b) = v.boolean() {
+                s.app.access_log.enabled = b;
+            }
         }
-    }),
-    setting!("DECNET_ACCESS_LOG_SKIP", "", "Comma-separated route templates never logged (e.g. /healthz,/metrics)", |v, s| {
-        if let Some(raw) = v.text() {
-            let skip = raw.split(',').map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()).collect();
-            s.app.access_log = AccessLog::new(s.app.access_log.enabled, s.app.access_log.every, skip);
+    ),
+    setting!(
+        "DECNET_ACCESS_LOG_SAMPLE",
+        "1",
+        "Log one request in N (errors always)",
+        |v, s| {
+            if let Some(n) = v.number(1u64, 1_000_000) {
+                s.app.access_log =
+                    AccessLog::new(s.app.access_log.enabled, n, s.app.access_log.skip.clone());
+            }
         }
-    }),
-    setting!("DECNET_LOG_FORMAT", "text", "Log format: text or json (one object per line)", |v, s| {
-        if let Some(format) = v.choice(&[("text", LogFormat::Text), ("json", LogFormat::Json)]) {
-            s.log_format = format;
+    ),
+    setting!(
+        "DECNET_ACCESS_LOG_SKIP",
+        "",
+        "Comma-separated route templates never logged (e.g. /healthz,/metrics)",
+        |v, s| {
+            if let Some(raw) = v.text() {
+                let skip = raw
+                    .split(',')
+                    .map(|r| r.trim().to_owned())
+                    .filter(|r| !r.is_empty())
+                    .collect();
+                s.app.access_log =
+                    AccessLog::new(s.app.access_log.enabled, s.app.access_log.every, skip);
+            }
         }
-    }),
-    setting!(ENV_DEMO, "auto", "Run the embedded demo: auto (only on the embedded default), true, false", |v, s| {
-        if v.text().is_some_and(|t| t.eq_ignore_ascii_case("auto")) {
-            s.demo = None;
-        } else if let Some(b) = v.boolean() {
-            s.demo = Some(b);
+    ),
+    setting!(
+        "DECNET_LOG_FORMAT",
+        "text",
+        "Log format: text or json (one object per line)",
+        |v, s| {
+            if let Some(format) = v.choice(&[("text", LogFormat::Text), ("json", LogFormat::Json)])
+            {
+                s.log_format = format;
+            }
         }
-    }),
+    ),
+    setting!(
+        ENV_DEMO,
+        "auto",
+        "Run the embedded demo: auto (only on the embedded default), true, false",
+        |v, s| {
+            if v.text().is_some_and(|t| t.eq_ignore_ascii_case("auto")) {
+                s.demo = None;
+            } else if let Some(b) = v.boolean() {
+                s.demo = Some(b);
+            }
+        }
+    ),
     #[cfg(feature = "ablation")]
-    setting!(ENV_SSE_HUB_MODE, "shared", "shared, or per-connection (every stream subscribes on its own, as DECNET does: a benchmark ablation)", |v, s| {
-        use decnet_stream::SubscriptionMode;
-        if let Some(mode) = v.choice(&[("shared", SubscriptionMode::Shared), ("per-connection", SubscriptionMode::PerConnection)]) {
-            s.hub.mode = mode;
+    setting!(
+        ENV_SSE_HUB_MODE,
+        "shared",
+        "shared, or per-connection (every stream subscribes on its own, as DECNET does: a benchmark ablation)",
+        |v, s| {
+            use decnet_stream::SubscriptionMode;
+            if let Some(mode) = v.choice(&[
+                ("shared", SubscriptionMode::Shared),
+                ("per-connection", SubscriptionMode::PerConnection),
+            ]) {
+                s.hub.mode = mode;
+            }
         }
-    }),
+    ),
 ];
 
 /// Secrets DECNET refuses whatever the mode (lower-cased comparison).
@@ -596,13 +827,20 @@ const WEAK_SECRETS: [&str; 5] = [
 impl Settings {
     /// Read and validate every setting through `lookup` (the binary passes
     /// its flags and the environment merged; tests pass a map). Values are
-    /// trimmed; empty values count as unset.
+    /// trimmed; empty values count as unset. `HOME` is looked up too (the
+    /// bus socket's last fallback is `~/.decnet/bus.sock`).
     ///
     /// # Errors
     ///
     /// Every bad variable, each naming the variable.
-    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Settings, Vec<SettingError>> {
-        let get = |var: &str| lookup(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    pub fn from_lookup(
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, Vec<SettingError>> {
+        let get = |var: &str| {
+            lookup(var)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let mut errors = Vec::new();
         let mut settings = Settings::default();
         for setting in SETTINGS {
@@ -650,7 +888,11 @@ fn finish(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut V
     secret(s, errors);
 }
 
-fn database(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut Vec<SettingError>) {
+fn database(
+    get: &dyn Fn(&str) -> Option<String>,
+    s: &mut Settings,
+    errors: &mut Vec<SettingError>,
+) {
     let url = get(ENV_DB_URL);
     // The scheme without its SQLAlchemy driver suffix (`mysql+asyncmy`).
     let url_kind = url.as_deref().map(|u| {
@@ -664,7 +906,11 @@ fn database(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut
         Some("sqlite") => DbKind::Sqlite,
         Some("mysql") => DbKind::Mysql,
         Some(_) => {
-            fail(errors, ENV_DB_TYPE, "must be one of sqlite, mysql, postgres, memory");
+            fail(
+                errors,
+                ENV_DB_TYPE,
+                "must be one of sqlite, mysql, postgres, memory",
+            );
             DbKind::Memory
         }
         None => match url_kind.as_deref() {
@@ -675,7 +921,8 @@ fn database(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut
             _ if get(ENV_DATABASE_URL).is_some() => DbKind::Postgres,
             // DECNET's own default, when DECNET's broker is what is configured.
             _ if get(decnet_bus::ENV_BUS_SOCKET).is_some()
-                || get(decnet_bus::ENV_BUS_TYPE).is_some_and(|t| t.eq_ignore_ascii_case("unix")) =>
+                || get(decnet_bus::ENV_BUS_TYPE)
+                    .is_some_and(|t| t.eq_ignore_ascii_case("unix")) =>
             {
                 DbKind::Sqlite
             }
@@ -686,19 +933,37 @@ fn database(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut
     match kind {
         DbKind::Memory => {}
         DbKind::Postgres => {
-            let pg = get(ENV_DATABASE_URL).or_else(|| url.clone().filter(|_| matches!(url_kind.as_deref(), Some("postgres" | "postgresql"))));
+            let pg = get(ENV_DATABASE_URL).or_else(|| {
+                url.clone()
+                    .filter(|_| matches!(url_kind.as_deref(), Some("postgres" | "postgresql")))
+            });
             match pg {
-                Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") || u.contains('=') => {
+                Some(u)
+                    if u.starts_with("postgres://")
+                        || u.starts_with("postgresql://")
+                        || u.contains('=') =>
+                {
                     s.db.postgres_url = Some(u);
                 }
-                Some(_) => fail(errors, ENV_DATABASE_URL, "must start with postgres:// or postgresql://"),
-                None => fail(errors, ENV_DATABASE_URL, "is required when DECNET_DB_TYPE=postgres"),
+                Some(_) => fail(
+                    errors,
+                    ENV_DATABASE_URL,
+                    "must start with postgres:// or postgresql://",
+                ),
+                None => fail(
+                    errors,
+                    ENV_DATABASE_URL,
+                    "is required when DECNET_DB_TYPE=postgres",
+                ),
             }
         }
         DbKind::Sqlite => {
             if let Some(path) = get(ENV_DB_PATH) {
                 s.db.sqlite_path = PathBuf::from(path);
-            } else if let Some(u) = url.as_deref().filter(|_| url_kind.as_deref() == Some("sqlite")) {
+            } else if let Some(u) = url
+                .as_deref()
+                .filter(|_| url_kind.as_deref() == Some("sqlite"))
+            {
                 match sqlite_path_of(u) {
                     Some(path) => s.db.sqlite_path = path,
                     None => fail(errors, ENV_DB_URL, "is a sqlite URL without a file path"),
@@ -706,7 +971,10 @@ fn database(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut
             }
         }
         DbKind::Mysql => {
-            if let Some(u) = url.as_deref().filter(|_| matches!(url_kind.as_deref(), Some("mysql" | "mariadb"))) {
+            if let Some(u) = url
+                .as_deref()
+                .filter(|_| matches!(url_kind.as_deref(), Some("mysql" | "mariadb")))
+            {
                 // Drop the SQLAlchemy driver suffix (`mysql+asyncmy://`).
                 let rest = u.split_once("://").map_or("", |(_, r)| r);
                 s.db.mysql_url = Some(format!("mysql://{rest}"));
@@ -725,9 +993,19 @@ fn database(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut
                 let name = get(ENV_DB_NAME).unwrap_or_else(|| "decnet".to_owned());
                 let user = get(ENV_DB_USER).unwrap_or_else(|| "decnet".to_owned());
                 match get(ENV_DB_PASSWORD) {
-                    None => fail(errors, ENV_DB_PASSWORD, "is required for MySQL without DECNET_DB_URL (DECNET's rule)"),
+                    None => fail(
+                        errors,
+                        ENV_DB_PASSWORD,
+                        "is required for MySQL without DECNET_DB_URL (DECNET's rule)",
+                    ),
                     Some(password) => {
-                        let enc = |t: &str| percent_encoding::utf8_percent_encode(t, percent_encoding::NON_ALPHANUMERIC).to_string();
+                        let enc = |t: &str| {
+                            percent_encoding::utf8_percent_encode(
+                                t,
+                                percent_encoding::NON_ALPHANUMERIC,
+                            )
+                            .to_string()
+                        };
                         s.db.mysql_url = Some(format!(
                             "mysql://{}:{}@{host}:{port}/{}",
                             enc(&user),
@@ -746,7 +1024,9 @@ fn database(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut
 pub fn sqlite_path_of(url: &str) -> Option<PathBuf> {
     let (_, rest) = url.split_once(':')?;
     let rest = rest.split('?').next().unwrap_or_default();
-    let path = rest.strip_prefix("///").or_else(|| rest.strip_prefix("//"))?;
+    let path = rest
+        .strip_prefix("///")
+        .or_else(|| rest.strip_prefix("//"))?;
     (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
 }
 
@@ -782,10 +1062,18 @@ fn cors(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut Vec
     for origin in &origins {
         if origin == "*" {
             if !allow_wildcard {
-                fail(errors, ENV_CORS_ORIGINS, "\"*\" is refused, as DECNET refuses it (set DECNET_CORS_ALLOW_WILDCARD=true to allow any origin)");
+                fail(
+                    errors,
+                    ENV_CORS_ORIGINS,
+                    "\"*\" is refused, as DECNET refuses it (set DECNET_CORS_ALLOW_WILDCARD=true to allow any origin)",
+                );
             }
         } else if !(origin.starts_with("http://") || origin.starts_with("https://")) {
-            fail(errors, ENV_CORS_ORIGINS, format!("origin {origin:?} must start with http:// or https://"));
+            fail(
+                errors,
+                ENV_CORS_ORIGINS,
+                format!("origin {origin:?} must start with http:// or https://"),
+            );
         }
     }
     s.app.cors = Cors::new(origins);
@@ -801,9 +1089,17 @@ fn secret(s: &mut Settings, errors: &mut Vec<SettingError>) {
         None => {}
         Some(secret) => {
             if WEAK_SECRETS.contains(&secret.to_ascii_lowercase().as_str()) {
-                fail(errors, ENV_JWT_SECRET, "is a known weak value (DECNET refuses it too)");
+                fail(
+                    errors,
+                    ENV_JWT_SECRET,
+                    "is a known weak value (DECNET refuses it too)",
+                );
             } else if secret.chars().count() < 32 && !s.developer {
-                fail(errors, ENV_JWT_SECRET, "must be at least 32 characters (DECNET's rule) unless DECNET_DEVELOPER=true");
+                fail(
+                    errors,
+                    ENV_JWT_SECRET,
+                    "must be at least 32 characters (DECNET's rule) unless DECNET_DEVELOPER=true",
+                );
             }
         }
     }
@@ -818,10 +1114,12 @@ mod tests {
     const SECRET: &str = "a-secret-of-at-least-32-characters!!";
 
     fn parse(vars: &[(&str, &str)]) -> Result<Settings, Vec<SettingError>> {
-        let map: BTreeMap<String, String> = vars
+        let mut map: BTreeMap<String, String> = vars
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
+        map.entry("HOME".into())
+            .or_insert_with(|| "/home/analyst".into());
         Settings::from_lookup(&move |k| map.get(k).cloned())
     }
 
@@ -872,22 +1170,40 @@ mod tests {
                 (ENV_BIND, "nowhere"),
                 (ENV_DB_TYPE, "oracle"),
             ]),
-            vec![ENV_BIND, "DECNET_SSE_MAX_PER_USER", "DECNET_SSE_KEEPALIVE_SECS", ENV_DB_TYPE]
+            vec![
+                ENV_BIND,
+                "DECNET_SSE_MAX_PER_USER",
+                "DECNET_SSE_KEEPALIVE_SECS",
+                ENV_DB_TYPE
+            ]
         );
-        assert_eq!(vars_in_error(&[(decnet_bus::ENV_BUS_TYPE, "kafka")]), vec![decnet_bus::ENV_BUS_TYPE]);
-        assert_eq!(vars_in_error(&[(ENV_TICKET_STORE, "disk")]), vec![ENV_TICKET_STORE]);
-        assert_eq!(vars_in_error(&[(ENV_CORS_ORIGINS, "example.com")]), vec![ENV_CORS_ORIGINS]);
+        assert_eq!(
+            vars_in_error(&[(decnet_bus::ENV_BUS_TYPE, "kafka")]),
+            vec![decnet_bus::ENV_BUS_TYPE]
+        );
+        assert_eq!(
+            vars_in_error(&[(ENV_TICKET_STORE, "disk")]),
+            vec![ENV_TICKET_STORE]
+        );
+        assert_eq!(
+            vars_in_error(&[(ENV_CORS_ORIGINS, "example.com")]),
+            vec![ENV_CORS_ORIGINS]
+        );
         assert_eq!(vars_in_error(&[(ENV_DEMO, "maybe")]), vec![ENV_DEMO]);
     }
 
     #[test]
     fn cors_wildcard_is_refused_unless_opted_in() {
-        assert_eq!(vars_in_error(&[(ENV_CORS_ORIGINS, "*")]), vec![ENV_CORS_ORIGINS]);
+        assert_eq!(
+            vars_in_error(&[(ENV_CORS_ORIGINS, "*")]),
+            vec![ENV_CORS_ORIGINS]
+        );
         assert_eq!(
             vars_in_error(&[(ENV_CORS_ORIGINS, "https://a.example, *")]),
             vec![ENV_CORS_ORIGINS]
         );
-        let s = parse(&[(ENV_CORS_ORIGINS, "*"), (ENV_CORS_ALLOW_WILDCARD, "true")]).expect("opted in");
+        let s =
+            parse(&[(ENV_CORS_ORIGINS, "*"), (ENV_CORS_ALLOW_WILDCARD, "true")]).expect("opted in");
         assert_eq!(s.app.cors.origins(), ["*"]);
         let s = parse(&[(ENV_WEB_HOST, "dash.example"), (ENV_WEB_PORT, "9090")]).expect("valid");
         assert_eq!(s.app.cors.origins(), ["http://dash.example:9090"]);
@@ -895,20 +1211,30 @@ mod tests {
 
     #[test]
     fn decnets_secret_rule() {
-        let db = [(ENV_DB_TYPE, "postgres"), (ENV_DATABASE_URL, "postgres://x/y")];
+        let db = [
+            (ENV_DB_TYPE, "postgres"),
+            (ENV_DATABASE_URL, "postgres://x/y"),
+        ];
         let with = |secret: &str, developer: &str| {
             let mut vars = db.to_vec();
             vars.push((ENV_JWT_SECRET, secret));
             vars.push((ENV_DEVELOPER, developer));
-            parse(&vars).map(|_| ()).map_err(|e| e.into_iter().map(|e| e.var).collect::<Vec<_>>())
+            parse(&vars)
+                .map(|_| ())
+                .map_err(|e| e.into_iter().map(|e| e.var).collect::<Vec<_>>())
         };
         assert_eq!(with("short", "false"), Err(vec![ENV_JWT_SECRET]));
         assert_eq!(with("short", "true"), Ok(()));
         assert_eq!(with("ChangeMe", "true"), Err(vec![ENV_JWT_SECRET]));
         assert_eq!(with(SECRET, "false"), Ok(()));
         assert_eq!(vars_in_error(&db), vec![ENV_JWT_SECRET]);
-        let err = parse(&[(ENV_JWT_SECRET, "hunter2")]).err().unwrap_or_default();
-        assert!(err.iter().all(|e| !e.message.contains("hunter2")), "{err:?}");
+        let err = parse(&[(ENV_JWT_SECRET, "hunter2")])
+            .err()
+            .unwrap_or_default();
+        assert!(
+            err.iter().all(|e| !e.message.contains("hunter2")),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -918,12 +1244,24 @@ mod tests {
         assert_eq!((s.db.kind, s.bus.kind), (DbKind::Sqlite, BusKind::Unix));
         assert_eq!(s.db.sqlite_path, PathBuf::from("decnet.db"));
         assert!(!s.demo());
-        let s = parse(&[(decnet_bus::ENV_BUS_TYPE, "unix"), (ENV_JWT_SECRET, SECRET)]).expect("valid");
+        let s =
+            parse(&[(decnet_bus::ENV_BUS_TYPE, "unix"), (ENV_JWT_SECRET, SECRET)]).expect("valid");
         assert_eq!(s.db.kind, DbKind::Sqlite);
-        let s = parse(&[(ENV_DB_URL, "sqlite+aiosqlite:////opt/decnet/decnet.db"), (ENV_JWT_SECRET, SECRET)]).expect("valid");
+        let s = parse(&[
+            (ENV_DB_URL, "sqlite+aiosqlite:////opt/decnet/decnet.db"),
+            (ENV_JWT_SECRET, SECRET),
+        ])
+        .expect("valid");
         assert_eq!(s.db.sqlite_path, PathBuf::from("/opt/decnet/decnet.db"));
-        let s = parse(&[(ENV_DB_PATH, "/var/lib/decnet.db"), (ENV_JWT_SECRET, SECRET)]).expect("valid");
-        assert_eq!((s.db.kind, s.db.sqlite_path.clone()), (DbKind::Sqlite, PathBuf::from("/var/lib/decnet.db")));
+        let s = parse(&[
+            (ENV_DB_PATH, "/var/lib/decnet.db"),
+            (ENV_JWT_SECRET, SECRET),
+        ])
+        .expect("valid");
+        assert_eq!(
+            (s.db.kind, s.db.sqlite_path.clone()),
+            (DbKind::Sqlite, PathBuf::from("/var/lib/decnet.db"))
+        );
         // DECNET_BUS_TYPE=fake is our memory bus.
         let s = parse(&[(decnet_bus::ENV_BUS_TYPE, "fake")]).expect("valid");
         assert_eq!(s.bus.kind, BusKind::Memory);
@@ -931,18 +1269,44 @@ mod tests {
 
     #[test]
     fn mysql_from_a_url_or_decnets_components() {
-        let s = parse(&[(ENV_DB_URL, "mysql+asyncmy://u:p%40ss@db:3307/dec"), (ENV_JWT_SECRET, SECRET)]).expect("valid");
+        let s = parse(&[
+            (ENV_DB_URL, "mysql+asyncmy://u:p%40ss@db:3307/dec"),
+            (ENV_JWT_SECRET, SECRET),
+        ])
+        .expect("valid");
         assert_eq!(s.db.kind, DbKind::Mysql);
-        assert_eq!(s.db.mysql_url.as_deref(), Some("mysql://u:p%40ss@db:3307/dec"));
-        let s = parse(&[(ENV_DB_TYPE, "mysql"), (ENV_DB_PASSWORD, "p w"), (ENV_JWT_SECRET, SECRET)]).expect("valid");
-        assert_eq!(s.db.mysql_url.as_deref(), Some("mysql://decnet:p%20w@localhost:3306/decnet"));
-        assert_eq!(vars_in_error(&[(ENV_DB_TYPE, "mysql"), (ENV_JWT_SECRET, SECRET)]), vec![ENV_DB_PASSWORD]);
         assert_eq!(
-            vars_in_error(&[(ENV_DB_TYPE, "mysql"), (ENV_DB_PASSWORD, "x"), (ENV_DB_PORT, "99999"), (ENV_JWT_SECRET, SECRET)]),
+            s.db.mysql_url.as_deref(),
+            Some("mysql://u:p%40ss@db:3307/dec")
+        );
+        let s = parse(&[
+            (ENV_DB_TYPE, "mysql"),
+            (ENV_DB_PASSWORD, "p w"),
+            (ENV_JWT_SECRET, SECRET),
+        ])
+        .expect("valid");
+        assert_eq!(
+            s.db.mysql_url.as_deref(),
+            Some("mysql://decnet:p%20w@localhost:3306/decnet")
+        );
+        assert_eq!(
+            vars_in_error(&[(ENV_DB_TYPE, "mysql"), (ENV_JWT_SECRET, SECRET)]),
+            vec![ENV_DB_PASSWORD]
+        );
+        assert_eq!(
+            vars_in_error(&[
+                (ENV_DB_TYPE, "mysql"),
+                (ENV_DB_PASSWORD, "x"),
+                (ENV_DB_PORT, "99999"),
+                (ENV_JWT_SECRET, SECRET)
+            ]),
             vec![ENV_DB_PORT]
         );
         let shown = format!("{s:?}");
-        assert!(!shown.contains("p%20w") && !shown.contains(SECRET), "{shown}");
+        assert!(
+            !shown.contains("p%20w") && !shown.contains(SECRET),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -958,9 +1322,18 @@ mod tests {
 
     #[test]
     fn sqlite_urls() {
-        assert_eq!(sqlite_path_of("sqlite+aiosqlite:////abs/x.db"), Some(PathBuf::from("/abs/x.db")));
-        assert_eq!(sqlite_path_of("sqlite:///rel/x.db"), Some(PathBuf::from("rel/x.db")));
-        assert_eq!(sqlite_path_of("sqlite:///x.db?mode=ro"), Some(PathBuf::from("x.db")));
+        assert_eq!(
+            sqlite_path_of("sqlite+aiosqlite:////abs/x.db"),
+            Some(PathBuf::from("/abs/x.db"))
+        );
+        assert_eq!(
+            sqlite_path_of("sqlite:///rel/x.db"),
+            Some(PathBuf::from("rel/x.db"))
+        );
+        assert_eq!(
+            sqlite_path_of("sqlite:///x.db?mode=ro"),
+            Some(PathBuf::from("x.db"))
+        );
         assert_eq!(sqlite_path_of("sqlite://"), None);
         assert_eq!(sqlite_path_of("sqlite:///:memory:"), None);
     }

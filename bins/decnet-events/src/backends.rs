@@ -1,0 +1,90 @@
+//! The only place that names a concrete backend: repository, ticket store
+//! (the bus builds itself from its config).
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use decnet_api::settings::{DbKind, Settings, TicketStoreKind};
+use decnet_auth::{MemoryTicketStore, TicketStore};
+use decnet_repo::{MemoryRepository, PgConfig, PgRepository};
+
+use crate::Repository;
+
+/// A development secret for the embedded demo: 32 random bytes as hex.
+pub(crate) fn generated_secret() -> Result<Vec<u8>> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("OS random generator: {e}"))?;
+    Ok(bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into_bytes())
+}
+
+fn postgres(settings: &Settings) -> Result<PgRepository> {
+    let url = settings
+        .db
+        .postgres_url
+        .clone()
+        .context("DECNET_DATABASE_URL is not set")?;
+    PgRepository::connect(PgConfig::new(url)).context("configuring PostgreSQL")
+}
+
+/// The repository the settings ask for. DECNET's own databases are opened
+/// read-only, and their schema is checked at start (naming what is missing).
+pub(crate) async fn repository(settings: &Settings) -> Result<Repository> {
+    Ok(match settings.db.kind {
+        DbKind::Memory => {
+            let memory = Arc::new(MemoryRepository::new());
+            Repository {
+                reader: memory.clone(),
+                writer: Some(memory),
+            }
+        }
+        DbKind::Postgres => Repository {
+            reader: Arc::new(postgres(settings)?),
+            writer: None,
+        },
+        DbKind::Sqlite | DbKind::Mysql => {
+            bail!("this build has no SQLite or MySQL repository yet")
+        }
+    })
+}
+
+/// `decnet-events migrate`: our migrations, on PostgreSQL only.
+pub(crate) async fn migrate(settings: &Settings) -> Result<Vec<i32>> {
+    match settings.db.kind {
+        DbKind::Postgres => postgres(settings)?
+            .migrate()
+            .await
+            .context("applying migrations"),
+        DbKind::Sqlite | DbKind::Mysql => bail!(
+            "decnet-events never migrates DECNET's own database: DECNET owns its schema (run DECNET's migrations); decnet-events only reads it"
+        ),
+        DbKind::Memory => {
+            bail!("nothing to migrate: set DECNET_DB_TYPE=postgres and DECNET_DATABASE_URL")
+        }
+    }
+}
+
+/// The ticket store the settings ask for; Redis keys are hashed and values
+/// sealed with keys derived from the JWT secret (shared by every instance).
+pub(crate) async fn tickets(settings: &Settings, secret: &[u8]) -> Result<Arc<dyn TicketStore>> {
+    Ok(match settings.ticket_store {
+        TicketStoreKind::Memory => Arc::new(MemoryTicketStore::new(settings.ticket_limits)),
+        #[cfg(feature = "redis")]
+        TicketStoreKind::Redis => Arc::new(
+            decnet_auth::RedisTicketStore::connect(decnet_auth::RedisTicketConfig {
+                limits: settings.ticket_limits,
+                ..decnet_auth::RedisTicketConfig::new(settings.redis_url.clone(), secret)
+            })
+            .await
+            .context("connecting the Redis ticket store")?,
+        ),
+        #[cfg(not(feature = "redis"))]
+        TicketStoreKind::Redis => {
+            let _ = secret;
+            bail!("DECNET_TICKET_STORE=redis needs a build with the `redis` feature")
+        }
+    })
+}
