@@ -17,7 +17,7 @@ use crate::frames::live_frame;
 use crate::index::{Index, RingLimits};
 use crate::kind::{KeyInfo, KindId, Rekey, Route, StreamKind};
 use crate::queue::{FrameQueue, Pushed};
-use crate::registry::{Registration, Shared};
+use crate::registry::{Attachment, Registration, Shared};
 use crate::session::{SessionCheck, SessionFlag, SessionWatch};
 use crate::stats::{HubStats, add};
 use crate::stream::{Driver, EventStream};
@@ -167,6 +167,11 @@ impl StreamHub {
         }
     }
 
+    /// The state streams share (for the log pollers).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The id of the kind named `name`, if the hub serves it.
     pub fn kind_id(&self, name: &str) -> Option<KindId> {
         self.shared
@@ -286,7 +291,6 @@ impl StreamHub {
             kind,
             key: key.clone(),
             stream_id: registered.stream_id,
-            queue,
         };
 
         let retry = u64::try_from(config.retry.as_millis()).unwrap_or(u64::MAX);
@@ -316,7 +320,12 @@ impl StreamHub {
             None => (None, None),
         };
         #[allow(unused_mut, reason = "the ablation adds a pump")]
-        let mut driver = Driver::new(registration, initial, flag, options.guard);
+        let attachment = Attachment {
+            shared: shared.clone(),
+            queue,
+            source: Box::new(registration),
+        };
+        let mut driver = Driver::new(attachment, initial, flag, options.guard);
         #[cfg(feature = "ablation")]
         crate::ablation::attach(&mut driver, &self.bus, &stream_kind, &key, &info, config);
         let _ = &self.bus;

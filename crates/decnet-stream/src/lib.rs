@@ -36,6 +36,7 @@ mod hub;
 mod index;
 mod kind;
 pub mod kinds;
+mod logs;
 mod queue;
 mod registry;
 mod session;
@@ -53,6 +54,7 @@ pub use kind::{KIND_WIDE_KEY, KeyInfo, KindId, Rekey, Route, StreamKind};
 pub use kinds::{
     AttackerKind, CampaignsKind, IdentitiesKind, OrchestratorKind, TopologyKind, decnet_kinds,
 };
+pub use logs::{LOGS_INTERRUPTED, LogConfig, LogHub, LogHubStats, LogParams, lax_int};
 pub use session::{SessionCheck, SessionEnd, SessionVerdict, SessionWatch};
 pub use stats::{HubStats, KindStats, OTHER_EVENT};
 pub use stream::EventStream;

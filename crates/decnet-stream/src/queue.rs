@@ -23,6 +23,8 @@ struct Inner {
     bytes: usize,
     /// Frames dropped since the consumer last took the queue.
     dropped: u64,
+    /// The source ended the stream: after the queued frames, nothing more.
+    finished: bool,
 }
 
 /// One stream's queue. The hub pushes (never blocking), the stream drains.
@@ -60,6 +62,9 @@ impl FrameQueue {
     pub(crate) fn push(&self, frame: Bytes) -> Pushed {
         let pushed = {
             let mut inner = self.lock();
+            if inner.finished {
+                return Pushed::Queued;
+            }
             let over_bytes = inner.bytes.saturating_add(frame.len()) > self.max_bytes;
             if inner.frames.len() >= self.capacity || (over_bytes && !inner.frames.is_empty()) {
                 let n = inner.frames.len() as u64 + 1;
@@ -78,13 +83,28 @@ impl FrameQueue {
     }
 
     /// Take everything queued into `spare` (which must be empty; swapping keeps
-    /// both buffers' capacity, so steady state allocates nothing) and the count
-    /// of dropped frames owed as a resync.
-    pub(crate) fn take(&self, spare: &mut VecDeque<Bytes>) -> u64 {
+    /// both buffers' capacity, so steady state allocates nothing), the count
+    /// of dropped frames owed as a resync, and whether the source finished
+    /// the stream.
+    pub(crate) fn take(&self, spare: &mut VecDeque<Bytes>) -> (u64, bool) {
         let mut inner = self.lock();
         std::mem::swap(&mut inner.frames, spare);
         inner.bytes = 0;
-        std::mem::take(&mut inner.dropped)
+        (std::mem::take(&mut inner.dropped), inner.finished)
+    }
+
+    /// End the stream after `last` (queued even when the queue is full):
+    /// the source failed or has nothing more to send.
+    pub(crate) fn finish(&self, last: Option<Bytes>) {
+        {
+            let mut inner = self.lock();
+            if let Some(frame) = last {
+                inner.bytes = inner.bytes.saturating_add(frame.len());
+                inner.frames.push_back(frame);
+            }
+            inner.finished = true;
+        }
+        self.notify.notify_one();
     }
 
     /// Wait until something is pushed (a permit is stored if a push happened
@@ -123,9 +143,13 @@ mod tests {
         assert_eq!(queue.push(Bytes::from_static(b"c")), Pushed::Lagged(3));
         assert_eq!(queue.push(Bytes::from_static(b"d")), Pushed::Queued);
         let mut spare = VecDeque::new();
-        assert_eq!(queue.take(&mut spare), 3);
+        assert_eq!(queue.take(&mut spare), (3, false));
         assert_eq!(spare, [Bytes::from_static(b"d")]);
-        assert_eq!(queue.take(&mut VecDeque::new()), 0);
+        assert_eq!(queue.take(&mut VecDeque::new()), (0, false));
+        queue.finish(Some(Bytes::from_static(b"end")));
+        let mut last = VecDeque::new();
+        assert_eq!(queue.take(&mut last), (0, true));
+        assert_eq!(last, [Bytes::from_static(b"end")]);
     }
 
     #[test]
@@ -138,7 +162,7 @@ mod tests {
         assert_eq!(queue.push(Bytes::from_static(b"789")), Pushed::Queued);
         assert_eq!(queue.push(Bytes::from_static(b"a")), Pushed::Lagged(3));
         let mut spare = VecDeque::new();
-        assert_eq!(queue.take(&mut spare), 5);
+        assert_eq!(queue.take(&mut spare), (5, false));
     }
 
     #[test]

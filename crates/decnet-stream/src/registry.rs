@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use decnet_repo::RepoError;
+use futures::future::BoxFuture;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -65,22 +66,45 @@ impl Shared {
     }
 }
 
-/// One registered stream: deregisters from the index when dropped.
+/// Where a stream's frames come from: the bus hub's index or a log poller.
+/// Dropping it deregisters the stream from its source.
+pub(crate) trait Source: Send + Sync {
+    /// The frames that bring a lagged stream back up to date (a resync),
+    /// `None` when the stream's key vanished (the stream then ends).
+    fn resync(&self) -> BoxFuture<'_, Result<Option<Vec<Bytes>>, RepoError>>;
+
+    /// The stream's key, for logs.
+    fn key(&self) -> &str;
+}
+
+/// What a stream driver is attached to: the shared context, its queue, and
+/// its source.
+pub(crate) struct Attachment {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) queue: Arc<FrameQueue>,
+    pub(crate) source: Box<dyn Source>,
+}
+
+/// One stream registered in the bus hub's index: deregisters when dropped.
 pub(crate) struct Registration {
     pub(crate) shared: Arc<Shared>,
     pub(crate) kind: KindId,
     pub(crate) key: Arc<str>,
     pub(crate) stream_id: u64,
-    pub(crate) queue: Arc<FrameQueue>,
 }
 
-impl Registration {
-    /// A fresh snapshot of this stream's key (for a resync).
-    pub(crate) async fn snapshot(&self) -> Result<Option<Bytes>, RepoError> {
-        match self.shared.kind(self.kind) {
-            Some(kind) => kind.snapshot(&self.key).await,
-            None => Ok(None),
-        }
+impl Source for Registration {
+    fn resync(&self) -> BoxFuture<'_, Result<Option<Vec<Bytes>>, RepoError>> {
+        Box::pin(async move {
+            match self.shared.kind(self.kind) {
+                Some(kind) => Ok(kind.snapshot(&self.key).await?.map(|frame| vec![frame])),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn key(&self) -> &str {
+        &self.key
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::frames::{INTERRUPTED, SESSION_EXPIRED, lagged_resync_frame};
 use crate::queue::coalesce;
-use crate::registry::Registration;
+use crate::registry::Attachment;
 use crate::session::{SessionEnd, SessionFlag, SessionWatch};
 use crate::stats::add;
 
@@ -89,7 +89,7 @@ impl Stream for EventStream {
 /// so a busy stream does no timer work per frame. The session is checked by
 /// its [`SessionWatch`]; the driver only reacts to the flag it raises.
 pub(crate) struct Driver {
-    registration: Registration,
+    attachment: Attachment,
     pending: VecDeque<Bytes>,
     spare: VecDeque<Bytes>,
     keepalive_at: Instant,
@@ -104,18 +104,18 @@ pub(crate) struct Driver {
 
 impl Driver {
     pub(crate) fn new(
-        registration: Registration,
+        attachment: Attachment,
         initial: Vec<Bytes>,
         flag: Option<Arc<SessionFlag>>,
         guard: Option<Box<dyn Send + Sync>>,
     ) -> Self {
-        let keepalive = registration.shared.config.keepalive;
+        let keepalive = attachment.shared.config.keepalive;
         let keepalive_at = Instant::now() + keepalive;
         Self {
             keepalive_at,
             timer: Box::pin(tokio::time::sleep_until(keepalive_at)),
-            shutdown: registration.shared.shutdown.subscribe(),
-            registration,
+            shutdown: attachment.shared.shutdown.subscribe(),
+            attachment,
             pending: initial.into(),
             spare: VecDeque::new(),
             flag,
@@ -128,12 +128,12 @@ impl Driver {
 
     #[cfg(feature = "ablation")]
     pub(crate) fn queue(&self) -> Arc<crate::queue::FrameQueue> {
-        self.registration.queue.clone()
+        self.attachment.queue.clone()
     }
 
     #[cfg(feature = "ablation")]
     pub(crate) fn shared(&self) -> &Arc<crate::registry::Shared> {
-        &self.registration.shared
+        &self.attachment.shared
     }
 
     fn end_with(&mut self, frame: &'static [u8]) {
@@ -143,19 +143,19 @@ impl Driver {
 
     /// A chunk is about to be sent: the keepalive is due one interval later.
     fn sent(&mut self, chunk: Bytes) -> Option<Bytes> {
-        self.keepalive_at = Instant::now() + self.registration.shared.config.keepalive;
+        self.keepalive_at = Instant::now() + self.attachment.shared.config.keepalive;
         Some(chunk)
     }
 
     /// Send the client a resync and a fresh snapshot after its queue overflowed.
     async fn resync(&mut self, dropped: u64) {
-        add(&self.registration.shared.counters.resyncs, 1);
+        add(&self.attachment.shared.counters.resyncs, 1);
         self.pending.push_back(lagged_resync_frame(dropped));
-        match self.registration.snapshot().await {
-            Ok(Some(snapshot)) => self.pending.push_back(snapshot),
+        match self.attachment.source.resync().await {
+            Ok(Some(frames)) => self.pending.extend(frames),
             Ok(None) => self.end_with(INTERRUPTED),
             Err(error) => {
-                tracing::warn!(key = %self.registration.key, %error, "resync snapshot failed; ending stream");
+                tracing::warn!(key = %self.attachment.source.key(), %error, "resync snapshot failed; ending stream");
                 self.end_with(INTERRUPTED);
             }
         }
@@ -165,7 +165,7 @@ impl Driver {
     fn session_ended(&mut self, why: SessionEnd) {
         match why {
             SessionEnd::Expired => {
-                add(&self.registration.shared.counters.sessions_expired, 1);
+                add(&self.attachment.shared.counters.sessions_expired, 1);
                 self.end_with(SESSION_EXPIRED);
             }
             SessionEnd::Unverifiable => self.end_with(INTERRUPTED),
@@ -176,7 +176,7 @@ impl Driver {
     fn on_timer(&mut self) -> Option<Bytes> {
         let now = Instant::now();
         if self.keepalive_at <= now {
-            self.keepalive_at = now + self.registration.shared.config.keepalive;
+            self.keepalive_at = now + self.attachment.shared.config.keepalive;
             self.timer.as_mut().reset(self.keepalive_at);
             return Some(decnet_sse::keepalive());
         }
@@ -197,7 +197,7 @@ impl Driver {
                 self.session_ended(why);
                 continue;
             }
-            let dropped = self.registration.queue.take(&mut self.spare);
+            let (dropped, finished) = self.attachment.queue.take(&mut self.spare);
             if dropped > 0 {
                 // Frames queued after the overflow are newer than nothing the
                 // client has; send them after the fresh snapshot. Boxed: the
@@ -210,10 +210,16 @@ impl Driver {
                 }
                 continue;
             }
+            if finished {
+                // The source ended the stream after these frames.
+                self.pending.extend(self.spare.drain(..));
+                self.ended = true;
+                continue;
+            }
             if let Some(chunk) = coalesce(&mut self.spare) {
                 return self.sent(chunk);
             }
-            let queue = self.registration.queue.clone();
+            let queue = self.attachment.queue.clone();
             let flag = self.flag.clone();
             let session = async {
                 match &flag {
