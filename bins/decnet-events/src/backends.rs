@@ -8,7 +8,13 @@ use decnet_api::settings::{DbKind, Settings, TicketStoreKind};
 use decnet_auth::{MemoryTicketStore, TicketStore};
 use decnet_repo::{MemoryRepository, PgConfig, PgRepository};
 
-use crate::Repository;
+/// The repository as every consumer sees it.
+pub(crate) struct Repository {
+    /// Every reader.
+    pub(crate) reader: Arc<dyn decnet_repo::Repository>,
+    /// The writer, for the embedded demo (in-process repository only).
+    pub(crate) writer: Option<Arc<dyn decnet_repo::RepositoryWriter>>,
+}
 
 /// A development secret for the embedded demo: 32 random bytes as hex.
 pub(crate) fn generated_secret() -> Result<Vec<u8>> {

@@ -14,7 +14,6 @@ mod demo;
 mod telemetry;
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -186,6 +185,7 @@ async fn serve(args: &ArgMatches) -> Result<ExitCode> {
         decnet_stream::decnet_kinds(&repo.reader),
         settings.hub.clone(),
     );
+    let logs = decnet_stream::LogHub::new(&hub, repo.reader.clone(), settings.logs.clone());
     let app = App::new(
         AppParts {
             hub,
@@ -194,6 +194,7 @@ async fn serve(args: &ArgMatches) -> Result<ExitCode> {
             limiter: ConnectionLimiter::new(settings.max_per_user, settings.max_total),
             health: repo.reader.clone(),
             bus: bus.clone(),
+            logs: Some(logs),
         },
         settings.app.clone(),
         Vec::new(),
@@ -353,12 +354,4 @@ mod tests {
             );
         }
     }
-}
-
-/// Shared with the demo and backends: the repository as every consumer sees it.
-pub(crate) struct Repository {
-    /// Every reader.
-    pub(crate) reader: Arc<dyn decnet_repo::Repository>,
-    /// The writer, for the embedded demo (in-process repository only).
-    pub(crate) writer: Option<Arc<dyn decnet_repo::RepositoryWriter>>,
 }

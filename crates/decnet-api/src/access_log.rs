@@ -60,7 +60,7 @@ impl AccessLog {
             return;
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        if self.every > 1 && n % self.every != 0 && status.as_u16() < 400 {
+        if self.every > 1 && !n.is_multiple_of(self.every) && status.as_u16() < 400 {
             return;
         }
         let peer = peer.map_or_else(|| "-".to_owned(), |p| p.to_string());

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use decnet_auth::{ConnectionLimiter, Identity, TicketStore, TokenVerifier};
 use decnet_bus::{Bus, ConnectionState};
 use decnet_repo::Health;
-use decnet_stream::{EventStream, KindId, OpenOptions, StreamHub};
+use decnet_stream::{EventStream, KindId, LogHub, OpenOptions, StreamHub};
 use futures::StreamExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -52,6 +52,8 @@ pub struct AppConfig {
     pub console: bool,
     /// Access log settings.
     pub access_log: AccessLog,
+    /// DECNET's developer mode (FastAPI's detailed 422 bodies on `/stream`).
+    pub developer: bool,
 }
 
 impl Default for AppConfig {
@@ -64,6 +66,7 @@ impl Default for AppConfig {
             ops_on_main: true,
             console: true,
             access_log: AccessLog::default(),
+            developer: false,
         }
     }
 }
@@ -82,6 +85,8 @@ pub struct AppParts {
     pub health: Arc<dyn Health>,
     /// The bus (for readiness and metrics).
     pub bus: Bus,
+    /// The `/stream` pollers (`None`: `/stream` answers 404).
+    pub logs: Option<LogHub>,
 }
 
 struct Inner {
@@ -95,6 +100,7 @@ struct Inner {
     config: AppConfig,
     open_rate: RateLimiter,
     kinds: [Option<KindId>; 5],
+    logs: Option<LogHub>,
 }
 
 /// The decnet-events HTTP application: every route, authentication, CORS,
@@ -167,6 +173,7 @@ impl App {
                 metrics,
                 config,
                 kinds,
+                logs: parts.logs,
             }),
             role: Role::Main,
         }
@@ -315,7 +322,19 @@ impl App {
                     }
                 }
             }
-            Route::Logs => Refusal::not_found("Not Found").into_response(),
+            Route::Logs => {
+                let span = tracing::info_span!("api.stream_events");
+                match self.open_logs(query, headers, conn).instrument(span).await {
+                    Ok(response) => {
+                        self.inner.metrics.stream_result("logs", "ok");
+                        response
+                    }
+                    Err(refusal) => {
+                        self.inner.metrics.stream_result("logs", refusal.label);
+                        refusal.into_response()
+                    }
+                }
+            }
             Route::NotFound => Refusal::not_found("Not Found").into_response(),
         }
     }
@@ -434,6 +453,97 @@ impl App {
     }
 }
 
+impl App {
+    /// `GET /api/v1/stream`: DECNET's parameters, checked after the
+    /// credentials are known to be there but before a ticket is spent.
+    async fn open_logs(
+        &self,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        conn: Option<&Arc<ConnCtx>>,
+    ) -> Result<Response<Body>, Refusal> {
+        let inner = &self.inner;
+        let logs = inner
+            .logs
+            .as_ref()
+            .ok_or_else(|| Refusal::not_found("Not Found"))?;
+        if bearer(headers).is_none() && query::param(query, "ticket").is_none_or(|t| t.is_empty()) {
+            return Err(Refusal::unauthorized());
+        }
+        // lastEventId (DECNET's), or the Last-Event-ID header / ?last_event_id= (ours).
+        let raw = query::param(query, "lastEventId")
+            .or_else(|| {
+                headers
+                    .get("last-event-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .or_else(|| query::param(query, "last_event_id"));
+        let last_event_id = match raw {
+            None => 0,
+            Some(raw) => {
+                decnet_stream::lax_int(&raw).ok_or_else(|| self.invalid_int("lastEventId", &raw))?
+            }
+        };
+        let max_output = match query::param(query, "maxOutput") {
+            None => None,
+            Some(raw) => Some(
+                decnet_stream::lax_int(&raw).ok_or_else(|| self.invalid_int("maxOutput", &raw))?,
+            ),
+        };
+        let identity = self.identify(query, headers).await?;
+        if !inner.open_rate.allow(&identity.user_uuid) {
+            return Err(Refusal::too_many("SSE open rate limit reached"));
+        }
+        let slot = inner
+            .limiter
+            .try_acquire(&identity.user_uuid)
+            .map_err(|e| Refusal::from(&e))?;
+        let filter = decnet_repo::LogFilter::new(
+            query::param(query, "search").as_deref(),
+            query::param(query, "start_time").as_deref(),
+            query::param(query, "end_time").as_deref(),
+        );
+        let mark = conn.map(|c| crate::conn::StreamMark(c.clone()));
+        let options = OpenOptions {
+            last_event_id: None,
+            session: Some(JwtSession::new(inner.verifier.clone(), identity.clone())),
+            guard: Some(Box::new((slot, mark))),
+        };
+        let params = decnet_stream::LogParams {
+            filter,
+            last_event_id,
+            max_output,
+        };
+        let mut stream = logs
+            .open(params, options)
+            .await
+            .map_err(|e| Refusal::from(&e))?;
+        tracing::info!(user = %identity.user_uuid, kind = "logs", "stream opened");
+        if let Some(conn) = conn
+            && let Some(watch) = stream.take_session_watch()
+        {
+            conn.stream_opened(watch);
+        }
+        Ok(sse_response(stream))
+    }
+
+    /// 422 for a query integer pydantic would refuse: DECNET's generic body,
+    /// or FastAPI's detailed one in developer mode.
+    fn invalid_int(&self, name: &str, input: &str) -> Refusal {
+        let mut refusal = Refusal::invalid_parameters();
+        if self.inner.config.developer {
+            refusal.detail_json = Some(json!([{
+                "type": "int_parsing",
+                "loc": ["query", name],
+                "msg": "Input should be a valid integer, unable to parse string as an integer",
+                "input": input,
+            }]));
+        }
+        refusal
+    }
+}
+
 /// 413 for an oversized declared body, 415 for a typed non-JSON body on a
 /// POST (DECNET's content-type middleware, which runs before auth).
 fn body_refusal(route: &Route, headers: &HeaderMap) -> Option<Refusal> {
@@ -455,12 +565,7 @@ fn body_refusal(route: &Route, headers: &HeaderMap) -> Option<Refusal> {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/json"));
         if has_body && !json {
-            return Some(Refusal {
-                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                detail: "Unsupported Media Type — Content-Type must be application/json".into(),
-                headers: Vec::new(),
-                label: "error",
-            });
+            return Some(Refusal::unsupported_media_type());
         }
     }
     None

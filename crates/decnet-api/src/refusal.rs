@@ -25,6 +25,9 @@ pub struct Refusal {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The `result` label of `decnet_sse_streams_opened_total`.
     pub label: &'static str,
+    /// A structured `detail` instead of the message (FastAPI's developer
+    /// 422 bodies).
+    pub detail_json: Option<serde_json::Value>,
 }
 
 impl Refusal {
@@ -34,6 +37,7 @@ impl Refusal {
             detail: detail.into(),
             headers: Vec::new(),
             label,
+            detail_json: None,
         }
     }
 
@@ -84,6 +88,16 @@ impl Refusal {
         )
     }
 
+    /// 415 as DECNET's content-type middleware answers it: plain text, before
+    /// authentication (see [`Refusal::into_response`]).
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported Media Type — Content-Type must be application/json",
+            "error",
+        )
+    }
+
     /// 422 `Invalid request parameters` (DECNET's wording outside developer mode).
     pub fn invalid_parameters() -> Self {
         Self::new(
@@ -125,16 +139,22 @@ impl Refusal {
         Self::unavailable("Server shutting down")
     }
 
-    /// The response: `{"detail": ...}` as `application/json`, with the headers.
+    /// The response: `{"detail": ...}` as `application/json`, with the
+    /// headers (a 415 is DECNET's plain text).
     pub fn into_response(self) -> Response<Body> {
-        let body = json!({ "detail": self.detail }).to_string();
+        let (body, content_type) = if self.status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+            (self.detail.clone(), "text/plain; charset=utf-8")
+        } else {
+            let detail = self
+                .detail_json
+                .clone()
+                .unwrap_or_else(|| serde_json::Value::String(self.detail.clone()));
+            (json!({ "detail": detail }).to_string(), "application/json")
+        };
         let mut response = Response::new(full(body));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         for (name, value) in self.headers {
             headers.insert(name, value);
         }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use decnet_auth::TicketLimits;
 use decnet_bus::{BusConfig, BusKind};
-use decnet_stream::HubConfig;
+use decnet_stream::{HubConfig, LogConfig};
 
 use crate::access_log::AccessLog;
 use crate::app::AppConfig;
@@ -101,8 +101,8 @@ pub struct Settings {
     pub bus: BusConfig,
     /// The database.
     pub db: DbSettings,
-    /// DECNET's fleet state file (the `/stream` stats' fleet decky count).
-    pub state_file: PathBuf,
+    /// `/stream`'s pollers (DECNET's fleet state file among them).
+    pub logs: LogConfig,
     /// The ticket store.
     pub ticket_store: TicketStoreKind,
     /// Redis URL of the ticket store.
@@ -140,7 +140,10 @@ impl Default for Settings {
                 sqlite_path: PathBuf::from("decnet.db"),
                 mysql_url: None,
             },
-            state_file: PathBuf::from("decnet-state.json"),
+            logs: LogConfig {
+                state_file: Some(PathBuf::from("decnet-state.json")),
+                ..LogConfig::default()
+            },
             ticket_store: TicketStoreKind::Memory,
             redis_url: decnet_bus::DEFAULT_REDIS_URL.to_owned(),
             ticket_limits: TicketLimits::default(),
@@ -178,6 +181,7 @@ impl std::fmt::Debug for Settings {
             .field("max_per_user", &self.max_per_user)
             .field("max_total", &self.max_total)
             .field("hub", &self.hub)
+            .field("logs", &self.logs)
             .field("app", &self.app)
             .field("serve", &self.serve)
             .field("log_format", &self.log_format)
@@ -499,7 +503,7 @@ pub const SETTINGS: &[Setting] = &[
         "DECNET's fleet state file (the /stream stats' fleet decky count)",
         |v, s| {
             if let Some(path) = v.text() {
-                s.state_file = PathBuf::from(path);
+                s.logs.state_file = Some(PathBuf::from(path));
             }
         }
     ),

@@ -319,12 +319,15 @@ impl StreamHub {
             }
             None => (None, None),
         };
-        #[allow(unused_mut, reason = "the ablation adds a pump")]
         let attachment = Attachment {
             shared: shared.clone(),
             queue,
             source: Box::new(registration),
         };
+        #[cfg_attr(
+            not(feature = "ablation"),
+            allow(unused_mut, reason = "the ablation adds a pump")
+        )]
         let mut driver = Driver::new(attachment, initial, flag, options.guard);
         #[cfg(feature = "ablation")]
         crate::ablation::attach(&mut driver, &self.bus, &stream_kind, &key, &info, config);

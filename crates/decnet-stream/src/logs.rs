@@ -202,16 +202,17 @@ impl Inner {
         result
     }
 
-    /// The stats frame, read at most once per poll period for every poller.
-    async fn stats_frame(&self) -> Result<Bytes, RepoError> {
-        let fresh = self
+    /// The stats frame: shared by every poller for half a poll period,
+    /// read fresh when `fresh` (after new logs, the count must include them).
+    async fn stats_frame(&self, fresh: bool) -> Result<Bytes, RepoError> {
+        let cached = self
             .stats
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .filter(|(at, _)| at.elapsed() < self.config.poll_every)
+            .filter(|(at, _)| !fresh && at.elapsed() < self.config.poll_every / 2)
             .map(|(_, frame)| frame.clone());
-        if let Some(frame) = fresh {
+        if let Some(frame) = cached {
             return Ok(frame);
         }
         let LogStats {
@@ -275,7 +276,7 @@ impl Source for LogRegistration {
             let Some(hub) = self.hub.upgrade() else {
                 return Ok(None);
             };
-            let stats = hub.stats_frame().await?;
+            let stats = hub.stats_frame(false).await?;
             let histogram = hub.histogram_frame(&self.filter).await?;
             Ok(Some(vec![stats, histogram]))
         })
@@ -444,7 +445,7 @@ impl LogHub {
     async fn prefetch(&self, filter: &LogFilter) -> Result<(Bytes, Bytes), OpenError> {
         let stats = self
             .inner
-            .stats_frame()
+            .stats_frame(false)
             .await
             .map_err(OpenError::Repository)?;
         let histogram = self
@@ -503,13 +504,14 @@ async fn poll_once(inner: &Inner, poller: &Poller) -> Poll {
         let state = poller.state();
         state.since_refresh >= inner.config.refresh_every
     };
+    let new_logs = !rows.is_empty();
     if let Some(last) = rows.iter().map(|r| r.id).max() {
         frames.push(logs_frame(&rows, last));
         poller.state().cursor = last;
         refresh = true;
     }
     if refresh {
-        let stats = match inner.stats_frame().await {
+        let stats = match inner.stats_frame(new_logs).await {
             Ok(frame) => frame,
             Err(error) => {
                 tracing::warn!(%error, "/stream stats failed");

@@ -150,9 +150,21 @@ async fn starts_with_stats_and_histogram_then_polls_from_the_newest() {
         "fields stay a JSON string"
     );
     assert_eq!(rows[0]["timestamp"], "2026-06-20T12:00:00");
-    // After new logs, stats and histogram follow in the same poll.
-    assert_eq!(reader.message(SEC).await.0, "stats");
-    assert_eq!(reader.message(SEC).await.0, "histogram");
+    // After new logs, stats and histogram follow in the same poll, counting them.
+    let (kind, stats, _) = reader.message(SEC).await;
+    assert_eq!((kind.as_str(), &stats["total_logs"]), ("stats", &json!(4)));
+    let (kind, histogram, _) = reader.message(SEC).await;
+    assert_eq!(
+        (kind.as_str(), &histogram[0]["count"]),
+        ("histogram", &json!(4))
+    );
+    // Again a second later: fresh, not the stats cached by the first poll.
+    let id = insert(&fx, "web02", "newer").await;
+    assert_eq!(
+        reader.message(Duration::from_secs(2)).await.2,
+        id.to_string()
+    );
+    assert_eq!(reader.message(SEC).await.1["total_logs"], 5);
 }
 
 #[tokio::test(start_paused = true)]
