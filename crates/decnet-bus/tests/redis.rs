@@ -52,6 +52,56 @@ mod svc_redis {
 
     crate::conformance_suite!(harness(test_support::require_service!(Service::Redis)));
 
+    /// A channel name with CR/LF under a subscribed pattern (anyone can
+    /// PUBLISH to any channel) is dropped and counted, never delivered: it
+    /// would otherwise end up in an SSE frame.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn channels_that_are_not_topics_are_dropped_and_counted() {
+        let url = test_support::require_service!(Service::Redis);
+        let root = prefix();
+        let bus = connect(url.clone()).await;
+        wait_state(&bus, ConnectionState::Connected, Duration::from_secs(5)).await;
+        let mut subscription = bus
+            .subscribe(&format!("{root}.>"))
+            .await
+            .expect("subscribe");
+        let client = redis::Client::open(url.as_str()).expect("client");
+        let mut raw = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let envelope = r#"{"type":"forged","payload":{}}"#;
+        for channel in [
+            format!("{root}.x\r\nevent: error"),
+            format!("{root}.tab\there"),
+        ] {
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(envelope)
+                .query_async(&mut raw)
+                .await
+                .expect("publish");
+        }
+        let topic = format!("{root}.fine");
+        bus.publish(&topic, "fine", Map::new())
+            .await
+            .expect("publish");
+        let event = next_event(&mut subscription, "the valid event").await;
+        assert_eq!(
+            event.topic, topic,
+            "the invalid channels never reach a subscriber"
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while bus.counters().invalid_topics < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not counted: {:?}",
+                bus.counters()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn connect(url: String) -> Bus {
         let config = BusConfig {
             kind: BusKind::Redis,

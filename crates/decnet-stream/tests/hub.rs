@@ -585,6 +585,63 @@ async fn session_revocation_ends_the_stream() {
     assert_eq!(fx.hub.stats().sessions_expired, 1);
 }
 
+/// A session that can never be re-checked (the repository is down).
+struct Unverifiable;
+
+impl SessionCheck for Unverifiable {
+    fn expires_at(&self) -> Option<SystemTime> {
+        None
+    }
+    fn revalidate(&self) -> BoxFuture<'static, SessionVerdict> {
+        Box::pin(async { SessionVerdict::Unknown })
+    }
+}
+
+/// Revalidation fails open, but not forever: after `session_unknown_max`
+/// without one successful check the stream ends (issue #10, finding 2).
+#[tokio::test(start_paused = true)]
+async fn a_session_that_cannot_be_checked_ends_after_the_cap() {
+    let fx = fixture(HubConfig {
+        keepalive: Duration::from_secs(1),
+        revalidate_every: Duration::from_secs(10),
+        session_unknown_max: Duration::from_secs(300),
+        ..Default::default()
+    })
+    .await;
+    fx.repo
+        .upsert_attacker(&attacker("a1", None))
+        .await
+        .unwrap();
+    let mut reader = open(
+        &fx,
+        "a1",
+        OpenOptions {
+            session: Some(Arc::new(Unverifiable)),
+            ..Default::default()
+        },
+    )
+    .await;
+    reader.open_preamble().await;
+    reader.frame().await;
+    let start = tokio::time::Instant::now();
+    let (name, data) = loop {
+        let (name, data, _) = reader.frame().await;
+        if name == "error" {
+            break (name, data);
+        }
+    };
+    assert_eq!(
+        (name.as_str(), data),
+        ("error", json!({"message": "Stream interrupted"}))
+    );
+    let after = start.elapsed();
+    assert!(
+        after >= Duration::from_secs(290) && after <= Duration::from_secs(320),
+        "{after:?}"
+    );
+    assert_eq!(reader.next().await, None);
+}
+
 #[tokio::test]
 async fn repository_failure_mid_stream_sends_error_and_ends() {
     let fx = fixture(HubConfig {
