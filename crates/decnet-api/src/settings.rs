@@ -432,10 +432,12 @@ pub const SETTINGS: &[Setting] = &[
     setting!(
         ENV_DEVELOPER,
         "false",
-        "DECNET's developer mode: allows a JWT secret shorter than 32 characters",
+        "DECNET's developer mode: allows a JWT secret shorter than 32 characters; detailed 422s and maxOutput on /stream",
         |v, s| {
             if let Some(b) = v.boolean() {
                 s.developer = b;
+                s.app.developer = b;
+                s.logs.developer = b;
             }
         }
     ),
