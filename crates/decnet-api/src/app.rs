@@ -429,7 +429,8 @@ impl App {
             .or_else(|| query::param(query, "last_event_id"))
             .or_else(|| query::param(query, "lastEventId"))
             .filter(|id| !id.is_empty());
-        let mark = conn.map(|c| crate::conn::StreamMark(c.clone()));
+        let mark = conn.map(|c| c.stream_mark());
+        let life = mark.as_ref().map(crate::conn::StreamMark::life);
         let options = OpenOptions {
             last_event_id,
             session: Some(JwtSession::new(inner.verifier.clone(), identity.clone())),
@@ -444,10 +445,10 @@ impl App {
                 other => Refusal::from(&other),
             })?;
         tracing::info!(user = %identity.user_uuid, kind = route.kind(), key = %key, "stream opened");
-        if let Some(conn) = conn
+        if let (Some(conn), Some(life)) = (conn, life)
             && let Some(watch) = stream.take_session_watch()
         {
-            conn.stream_opened(watch);
+            conn.stream_opened(watch, life);
         }
         Ok(sse_response(stream))
     }
@@ -504,7 +505,8 @@ impl App {
             query::param(query, "start_time").as_deref(),
             query::param(query, "end_time").as_deref(),
         );
-        let mark = conn.map(|c| crate::conn::StreamMark(c.clone()));
+        let mark = conn.map(|c| c.stream_mark());
+        let life = mark.as_ref().map(crate::conn::StreamMark::life);
         let options = OpenOptions {
             last_event_id: None,
             session: Some(JwtSession::new(inner.verifier.clone(), identity.clone())),
@@ -520,10 +522,10 @@ impl App {
             .await
             .map_err(|e| Refusal::from(&e))?;
         tracing::info!(user = %identity.user_uuid, kind = "logs", "stream opened");
-        if let Some(conn) = conn
+        if let (Some(conn), Some(life)) = (conn, life)
             && let Some(watch) = stream.take_session_watch()
         {
-            conn.stream_opened(watch);
+            conn.stream_opened(watch, life);
         }
         Ok(sse_response(stream))
     }

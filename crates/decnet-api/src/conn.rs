@@ -28,16 +28,58 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// Whether one stream is still open (its body not yet dropped).
+#[derive(Debug, Default)]
+pub(crate) struct StreamLife {
+    done: AtomicBool,
+    notify: Notify,
+}
+
+impl StreamLife {
+    /// Wait up to `grace` for the stream to finish; `false` when it did not.
+    async fn finished_within(&self, grace: Duration) -> bool {
+        let deadline = Instant::now() + grace;
+        loop {
+            let done = self.notify.notified();
+            if self.done.load(Ordering::Acquire) {
+                return true;
+            }
+            tokio::select! {
+                () = done => {}
+                () = tokio::time::sleep_until(deadline) => return self.done.load(Ordering::Acquire),
+            }
+        }
+    }
+}
+
+/// Marks its stream finished when dropped (the body holds it).
+pub(crate) struct StreamMark(Arc<StreamLife>);
+
+impl StreamMark {
+    pub(crate) fn life(&self) -> Arc<StreamLife> {
+        self.0.clone()
+    }
+}
+
+impl Drop for StreamMark {
+    fn drop(&mut self) {
+        self.0.done.store(true, Ordering::Release);
+        self.0.notify.notify_one();
+    }
+}
+
 /// What the connection task and the request handler share.
 #[derive(Debug)]
 pub struct ConnCtx {
-    /// The session watch of the stream opened on this connection, until the
-    /// connection task takes it.
-    watch: Mutex<Option<SessionWatch>>,
+    /// HTTP/1.1: the session watch of the stream opened on this connection,
+    /// until the connection task takes it.
+    watch: Mutex<Option<(SessionWatch, Arc<StreamLife>)>>,
     watch_ready: Notify,
-    /// Whether a stream is open on this connection now.
-    streaming: AtomicBool,
-    stream_done: Notify,
+    /// HTTP/2: streams are watched by tasks of their own, which raise this
+    /// when one of them outlived its session's grace.
+    multiplexed: Mutex<Option<Duration>>,
+    kill: Notify,
+    killed: AtomicBool,
     /// Set when a stream opens: the socket's send buffer is capped at the
     /// next write.
     cap_sndbuf: AtomicBool,
@@ -52,8 +94,9 @@ impl Default for ConnCtx {
         Self {
             watch: Mutex::new(None),
             watch_ready: Notify::new(),
-            streaming: AtomicBool::new(false),
-            stream_done: Notify::new(),
+            multiplexed: Mutex::new(None),
+            kill: Notify::new(),
+            killed: AtomicBool::new(false),
             cap_sndbuf: AtomicBool::new(false),
             stalled_since: AtomicU64::new(0),
             stall: Notify::new(),
@@ -63,29 +106,48 @@ impl Default for ConnCtx {
 }
 
 impl ConnCtx {
-    /// A stream opened on this connection: hand its session watch to the
-    /// connection task.
-    pub(crate) fn stream_opened(&self, watch: SessionWatch) {
-        *self.watch.lock().unwrap_or_else(|e| e.into_inner()) = Some(watch);
-        self.streaming.store(true, Ordering::Release);
-        self.cap_sndbuf.store(true, Ordering::Release);
-        self.watch_ready.notify_one();
+    /// The connection is HTTP/2: each stream's session is watched by a task
+    /// of its own, with `grace` to deliver its last frame.
+    pub(crate) fn set_multiplexed(&self, grace: Duration) {
+        *self.multiplexed.lock().unwrap_or_else(|e| e.into_inner()) = Some(grace);
     }
 
-    /// The stream of this connection ended (its body was dropped).
-    pub(crate) fn stream_closed(&self) {
-        self.streaming.store(false, Ordering::Release);
-        self.stream_done.notify_one();
+    /// A mark for a stream about to open on this connection.
+    pub(crate) fn stream_mark(&self) -> StreamMark {
+        StreamMark(Arc::new(StreamLife::default()))
+    }
+
+    /// A stream opened on this connection: watch its session from outside
+    /// its body (the connection task for HTTP/1.1, a task of its own for
+    /// HTTP/2).
+    pub(crate) fn stream_opened(self: &Arc<Self>, watch: SessionWatch, life: Arc<StreamLife>) {
+        self.cap_sndbuf.store(true, Ordering::Release);
+        let multiplexed = *self.multiplexed.lock().unwrap_or_else(|e| e.into_inner());
+        match multiplexed {
+            Some(grace) => {
+                let ctx = Arc::downgrade(self);
+                tokio::spawn(async move {
+                    let why = watch.ended().await;
+                    if !life.finished_within(grace).await
+                        && let Some(ctx) = ctx.upgrade()
+                    {
+                        tracing::debug!(?why, "an HTTP/2 stream outlived its session");
+                        ctx.killed.store(true, Ordering::Release);
+                        ctx.kill.notify_one();
+                    }
+                });
+            }
+            None => {
+                *self.watch.lock().unwrap_or_else(|e| e.into_inner()) = Some((watch, life));
+                self.watch_ready.notify_one();
+            }
+        }
     }
 
     fn now_mark(&self) -> u64 {
-        u64::try_from(
-            Instant::now()
-                .saturating_duration_since(self.base)
-                .as_nanos(),
-        )
-        .unwrap_or(u64::MAX - 1)
-        .saturating_add(1)
+        u64::try_from(Instant::now().saturating_duration_since(self.base).as_nanos())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
     }
 
     fn write_pending(&self) {
@@ -127,39 +189,30 @@ impl ConnCtx {
         }
     }
 
-    /// Run the session watch of each stream opened on this connection; when
-    /// a session ends and its stream has not finished within `grace`,
-    /// resolve (the connection is then dropped).
+    /// Resolve when a stream's session ended and the stream did not finish
+    /// within `grace` (the connection is then dropped): for HTTP/1.1 by
+    /// running the watch of each stream opened on it, for HTTP/2 when a
+    /// stream's own watch task says so.
     pub(crate) async fn session_ended(&self, grace: Duration) -> SessionEnd {
         loop {
             let ready = self.watch_ready.notified();
+            let killed = self.kill.notified();
+            if self.killed.load(Ordering::Acquire) {
+                return SessionEnd::Expired;
+            }
             let watch = self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let Some(watch) = watch else {
-                ready.await;
+            let Some((watch, life)) = watch else {
+                tokio::select! {
+                    () = ready => {}
+                    () = killed => {}
+                }
                 continue;
             };
             let why = watch.ended().await;
-            let deadline = Instant::now() + grace;
-            loop {
-                let done = self.stream_done.notified();
-                if !self.streaming.load(Ordering::Acquire) {
-                    break;
-                }
-                tokio::select! {
-                    () = done => {}
-                    () = tokio::time::sleep_until(deadline) => return why,
-                }
+            if !life.finished_within(grace).await {
+                return why;
             }
         }
-    }
-}
-
-/// Clears [`ConnCtx`]'s "a stream is open" when the stream is dropped.
-pub(crate) struct StreamMark(pub(crate) Arc<ConnCtx>);
-
-impl Drop for StreamMark {
-    fn drop(&mut self) {
-        self.0.stream_closed();
     }
 }
 

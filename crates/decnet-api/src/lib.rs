@@ -45,6 +45,7 @@ mod refusal;
 mod routes;
 mod serve;
 pub mod settings;
+mod tls;
 
 pub use access_log::AccessLog;
 pub use app::{App, AppConfig, AppParts, MAX_BODY_BYTES};
@@ -60,3 +61,4 @@ pub use query::{param as query_param, redacted as redacted_query};
 pub use refusal::{RETRY_AFTER_SECS, Refusal, UNAUTHORIZED_DETAIL};
 pub use routes::{Route, StreamRoute};
 pub use serve::{ServeConfig, serve};
+pub use tls::{Tls, TlsError};

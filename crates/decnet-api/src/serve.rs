@@ -8,11 +8,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::Watcher;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::app::App;
 use crate::conn::{ConnCtx, ProgressIo};
+use crate::tls::Tls;
 
 /// Connection-level settings of [`serve`].
 #[derive(Debug, Clone)]
@@ -42,6 +44,12 @@ pub struct ServeConfig {
     /// How long shutdown waits for connections to close
     /// (`DECNET_SHUTDOWN_GRACE_SECS`).
     pub shutdown_grace: Duration,
+    /// HTTPS with ALPN `h2` and `http/1.1` (`DECNET_TLS_CERT`,
+    /// `DECNET_TLS_KEY`); plain HTTP/1.1 when `None`.
+    pub tls: Option<Arc<Tls>>,
+    /// Streams one HTTP/2 connection may carry at once
+    /// (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub h2_max_streams: u32,
 }
 
 impl Default for ServeConfig {
@@ -56,6 +64,8 @@ impl Default for ServeConfig {
             max_connections_per_ip: 4_096,
             session_end_grace: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
+            tls: None,
+            h2_max_streams: 256,
         }
     }
 }
@@ -117,14 +127,56 @@ fn tune(stream: &TcpStream, config: &ServeConfig) {
     }
 }
 
+/// How one accepted connection is served.
+struct Served {
+    app: App,
+    config: Arc<ServeConfig>,
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+impl Served {
+    fn new(app: App, config: ServeConfig) -> Self {
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            // hyper's read buffer grows up to this and stays with the
+            // connection: 8 KiB keeps an idle stream small (request heads
+            // beyond it get 431).
+            .max_buf_size(config.max_head_bytes);
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(config.h2_max_streams)
+            // Windows that let a few frames of every stream be in flight
+            // without letting one connection queue megabytes per stream.
+            .initial_stream_window_size(64 * 1024)
+            .initial_connection_window_size(1024 * 1024)
+            .max_send_buf_size(64 * 1024)
+            .max_header_list_size(u32::try_from(config.max_head_bytes).unwrap_or(u32::MAX))
+            // Pings find a vanished peer, as TCP keepalive does for HTTP/1.1.
+            .keep_alive_interval(Some(config.tcp_keepalive))
+            .keep_alive_timeout(Duration::from_secs(10));
+        Self {
+            app,
+            config: Arc::new(config),
+            http1,
+            http2,
+        }
+    }
+}
+
 /// Serve `app` on `listener` until `shutdown` resolves, then stop accepting,
 /// end every stream cleanly (the hub is shut down: clients reconnect after
 /// their `retry`), and wait up to [`ServeConfig::shutdown_grace`] for
-/// connections to close.
+/// connections to close (HTTP/2 connections get a GOAWAY first).
 ///
 /// Every connection runs under its watchdogs (see [`ServeConfig`]): the
-/// header timeout, the write-progress bound, the session of the stream it
-/// carries, TCP keepalive, and the connection caps.
+/// header timeout, the write-progress bound, the session of each stream it
+/// carries, TCP keepalive (and HTTP/2 pings), and the connection caps. With
+/// [`ServeConfig::tls`] every connection is HTTPS, HTTP/2 or HTTP/1.1 as ALPN
+/// decides.
 ///
 /// ```no_run
 /// # async fn run(app: decnet_api::App) -> std::io::Result<()> {
@@ -144,16 +196,10 @@ pub async fn serve(
     config: ServeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        // hyper's read buffer grows up to this and stays with the connection:
-        // 8 KiB keeps an idle stream small (request heads beyond it get 431).
-        .max_buf_size(config.max_head_bytes);
+    let served = Arc::new(Served::new(app.clone(), config));
+    let config = served.config.clone();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let holds = Arc::new(Mutex::new(Holds::default()));
-    let config = Arc::new(config);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -172,27 +218,7 @@ pub async fn serve(
                     continue;
                 };
                 tune(&stream, &config);
-                let ctx = Arc::new(ConnCtx::default());
-                let io = TokioIo::new(ProgressIo::new(stream, ctx.clone(), config.stream_sndbuf));
-                let service = {
-                    let app = app.clone();
-                    let ctx = ctx.clone();
-                    hyper::service::service_fn(move |mut request| {
-                        request.extensions_mut().insert::<SocketAddr>(peer);
-                        request.extensions_mut().insert(ctx.clone());
-                        // Boxed: hyper keeps a slot for the service future
-                        // inline in every connection for its whole life,
-                        // streams included; a box makes that slot one pointer.
-                        let response = Box::pin({
-                            let app = app.clone();
-                            async move { app.handle(request).await }
-                        });
-                        async move { Ok::<_, Infallible>(response.await) }
-                    })
-                };
-                let connection = graceful.watch(builder.serve_connection(io, service));
-                let config = config.clone();
-                tokio::spawn(run_connection(connection, ctx, config, held));
+                tokio::spawn(connection(served.clone(), stream, peer, graceful.watcher(), held));
             }
             () = &mut shutdown => break,
         }
@@ -202,16 +228,76 @@ pub async fn serve(
     app.hub().shutdown();
     match tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections closed"),
-        Err(_) => {
-            tracing::warn!(grace = ?config.shutdown_grace, "grace period over; dropping remaining connections")
-        }
+        Err(_) => tracing::warn!(grace = ?config.shutdown_grace, "grace period over; dropping remaining connections"),
     }
     Ok(())
 }
 
+/// The request handler of one connection.
+fn service(
+    app: App,
+    ctx: Arc<ConnCtx>,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<crate::Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<hyper::Response<crate::Body>, Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert::<SocketAddr>(peer);
+        request.extensions_mut().insert(ctx.clone());
+        // Boxed: hyper keeps a slot for the service future inline in every
+        // connection for its whole life, streams included; a box makes that
+        // slot one pointer.
+        let response = Box::pin({
+            let app = app.clone();
+            async move { app.handle(request).await }
+        });
+        async move { Ok::<_, Infallible>(response.await) }
+    })
+}
+
+/// Serve one accepted socket: the TLS handshake when configured (bounded by
+/// the header timeout), then HTTP/2 or HTTP/1.1, under the watchdogs.
+async fn connection(served: Arc<Served>, stream: TcpStream, peer: SocketAddr, watcher: Watcher, held: Held) {
+    let config = &served.config;
+    let ctx = Arc::new(ConnCtx::default());
+    let io = ProgressIo::new(stream, ctx.clone(), config.stream_sndbuf);
+    let Some(tls) = &config.tls else {
+        let conn = served
+            .http1
+            .serve_connection(TokioIo::new(io), service(served.app.clone(), ctx.clone(), peer));
+        run_connection(watcher.watch(conn), ctx, config, held).await;
+        return;
+    };
+    let handshake = tokio::time::timeout(config.header_read_timeout, tls.acceptor().accept(io)).await;
+    let tls_stream = match handshake {
+        Ok(Ok(tls_stream)) => tls_stream,
+        Ok(Err(error)) => {
+            tracing::debug!(peer = %peer, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let service = service(served.app.clone(), ctx.clone(), peer);
+    if h2 {
+        ctx.set_multiplexed(config.session_end_grace);
+        let conn = served.http2.serve_connection(TokioIo::new(tls_stream), service);
+        run_connection(watcher.watch(conn), ctx, config, held).await;
+    } else {
+        let conn = served.http1.serve_connection(TokioIo::new(tls_stream), service);
+        run_connection(watcher.watch(conn), ctx, config, held).await;
+    }
+}
+
 /// One connection under its watchdogs; dropping the connection future closes
 /// the socket.
-async fn run_connection<C>(connection: C, ctx: Arc<ConnCtx>, config: Arc<ServeConfig>, _held: Held)
+async fn run_connection<C>(connection: C, ctx: Arc<ConnCtx>, config: &ServeConfig, _held: Held)
 where
     C: Future<Output = Result<(), hyper::Error>>,
 {
@@ -226,7 +312,7 @@ where
             tracing::info!(timeout = ?config.write_timeout, "connection dropped: no write progress");
         }
         why = ctx.session_ended(config.session_end_grace) => {
-            tracing::info!(?why, "connection dropped: its stream's session ended and the client did not read it out");
+            tracing::info!(?why, "connection dropped: a stream's session ended and the client did not read it out");
         }
     }
 }
