@@ -19,9 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Arg, ArgMatches, Command};
 use decnet_api::settings::{SETTINGS, Settings};
-use decnet_api::{App, AppParts};
-use decnet_auth::{ConnectionLimiter, TokenVerifier, VerifierConfig};
-use decnet_stream::StreamHub;
+use decnet_api::{App, Backends, Tls};
 
 /// `EX_USAGE` from sysexits.h: invalid configuration.
 const EX_USAGE: u8 = 64;
@@ -172,50 +170,41 @@ async fn serve(args: &ArgMatches) -> Result<ExitCode> {
         .await
         .context("connecting to the bus")?;
     let tickets = backends::tickets(&settings, &secret).await?;
-    let verifier = TokenVerifier::new(
-        VerifierConfig {
-            secret: secret.clone(),
-            leeway_secs: settings.jwt_leeway_secs,
-            cache_ttl: Some(decnet_api::VERIFIER_CACHE_TTL),
-        },
-        repo.reader.clone(),
-    );
-    let hub = StreamHub::start(
-        bus.clone(),
-        decnet_stream::decnet_kinds(&repo.reader),
-        settings.hub.clone(),
-    );
-    let logs = decnet_stream::LogHub::new(&hub, repo.reader.clone(), settings.logs.clone());
-    let app = App::new(
-        AppParts {
-            hub,
-            verifier,
-            tickets,
-            limiter: ConnectionLimiter::new(settings.max_per_user, settings.max_total),
-            health: repo.reader.clone(),
+    let app = App::from_settings(
+        &settings,
+        Backends {
+            repository: repo.reader.clone(),
             bus: bus.clone(),
-            logs: Some(logs),
+            tickets,
+            secret: secret.clone(),
         },
-        settings.app.clone(),
-        Vec::new(),
     );
+    let mut serve_config = settings.serve.clone();
+    if let Some(files) = &settings.tls {
+        let tls = Tls::load(&files.cert, &files.key).context("loading the TLS certificate")?;
+        tokio::spawn(reload_on_sighup(tls.clone()));
+        serve_config.tls = Some(tls);
+    }
 
     let demo_task = match (settings.demo(), &repo.writer) {
         (true, Some(writer)) => {
-            demo::seed(writer.as_ref())
+            decnet_api::demo::seed(writer.as_ref())
                 .await
                 .context("seeding the demo data")?;
             let (token, _) = decnet_auth::mint_access_token(
                 &secret,
-                demo::DEMO_USER,
+                decnet_api::demo::DEMO_USER,
                 Duration::from_secs(24 * 3600),
             )
             .context("minting the demo token")?;
-            demo::print_banner(local, &token);
-            Some(tokio::spawn(demo::generate(bus.clone(), writer.clone())))
+            demo::print_banner(local, serve_config.tls.is_some(), &token);
+            Some(tokio::spawn(decnet_api::demo::generate(
+                bus.clone(),
+                writer.clone(),
+            )))
         }
         _ => {
-            tracing::info!(addr = %local, bus = %bus.kind(), "listening");
+            tracing::info!(addr = %local, bus = %bus.kind(), tls = serve_config.tls.is_some(), "listening");
             None
         }
     };
@@ -229,7 +218,7 @@ async fn serve(args: &ArgMatches) -> Result<ExitCode> {
             let _ = stopped.wait_for(|s| *s).await;
         }))
     });
-    decnet_api::serve(listener, app, settings.serve.clone(), shutdown_signal()).await?;
+    decnet_api::serve(listener, app, serve_config, shutdown_signal()).await?;
     stop.send_replace(true);
     if let Some(ops) = ops {
         let _ = ops.await;
@@ -240,6 +229,26 @@ async fn serve(args: &ArgMatches) -> Result<ExitCode> {
     bus.close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Re-read the certificate and key on every SIGHUP (after a renewal); a
+/// bad pair is logged and the old one stays in use.
+async fn reload_on_sighup(tls: std::sync::Arc<Tls>) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP: the certificate will not be reloaded");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+            Err(error) => {
+                tracing::error!(error = %error, "SIGHUP: TLS certificate not reloaded; the previous one stays in use")
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

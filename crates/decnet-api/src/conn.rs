@@ -145,9 +145,13 @@ impl ConnCtx {
     }
 
     fn now_mark(&self) -> u64 {
-        u64::try_from(Instant::now().saturating_duration_since(self.base).as_nanos())
-            .unwrap_or(u64::MAX - 1)
-            .saturating_add(1)
+        u64::try_from(
+            Instant::now()
+                .saturating_duration_since(self.base)
+                .as_nanos(),
+        )
+        .unwrap_or(u64::MAX - 1)
+        .saturating_add(1)
     }
 
     fn write_pending(&self) {

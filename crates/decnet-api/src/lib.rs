@@ -34,10 +34,12 @@
 
 mod access_log;
 mod app;
+mod assemble;
 mod auth;
 mod body;
 mod conn;
 mod cors;
+pub mod demo;
 mod metrics;
 mod query;
 mod rate;
@@ -49,6 +51,7 @@ mod tls;
 
 pub use access_log::AccessLog;
 pub use app::{App, AppConfig, AppParts, MAX_BODY_BYTES};
+pub use assemble::Backends;
 pub use auth::{
     JwtSession, REVALIDATE_EVERY, REVOCATION_BUDGET, VERIFIER_CACHE_TTL, authenticate_bearer,
     bearer, redeem_ticket,

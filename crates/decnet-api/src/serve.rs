@@ -228,7 +228,9 @@ pub async fn serve(
     app.hub().shutdown();
     match tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections closed"),
-        Err(_) => tracing::warn!(grace = ?config.shutdown_grace, "grace period over; dropping remaining connections"),
+        Err(_) => {
+            tracing::warn!(grace = ?config.shutdown_grace, "grace period over; dropping remaining connections")
+        }
     }
     Ok(())
 }
@@ -260,18 +262,26 @@ fn service(
 
 /// Serve one accepted socket: the TLS handshake when configured (bounded by
 /// the header timeout), then HTTP/2 or HTTP/1.1, under the watchdogs.
-async fn connection(served: Arc<Served>, stream: TcpStream, peer: SocketAddr, watcher: Watcher, held: Held) {
+async fn connection(
+    served: Arc<Served>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    watcher: Watcher,
+    held: Held,
+) {
     let config = &served.config;
     let ctx = Arc::new(ConnCtx::default());
     let io = ProgressIo::new(stream, ctx.clone(), config.stream_sndbuf);
     let Some(tls) = &config.tls else {
-        let conn = served
-            .http1
-            .serve_connection(TokioIo::new(io), service(served.app.clone(), ctx.clone(), peer));
+        let conn = served.http1.serve_connection(
+            TokioIo::new(io),
+            service(served.app.clone(), ctx.clone(), peer),
+        );
         run_connection(watcher.watch(conn), ctx, config, held).await;
         return;
     };
-    let handshake = tokio::time::timeout(config.header_read_timeout, tls.acceptor().accept(io)).await;
+    let handshake =
+        tokio::time::timeout(config.header_read_timeout, tls.acceptor().accept(io)).await;
     let tls_stream = match handshake {
         Ok(Ok(tls_stream)) => tls_stream,
         Ok(Err(error)) => {
@@ -287,10 +297,14 @@ async fn connection(served: Arc<Served>, stream: TcpStream, peer: SocketAddr, wa
     let service = service(served.app.clone(), ctx.clone(), peer);
     if h2 {
         ctx.set_multiplexed(config.session_end_grace);
-        let conn = served.http2.serve_connection(TokioIo::new(tls_stream), service);
+        let conn = served
+            .http2
+            .serve_connection(TokioIo::new(tls_stream), service);
         run_connection(watcher.watch(conn), ctx, config, held).await;
     } else {
-        let conn = served.http1.serve_connection(TokioIo::new(tls_stream), service);
+        let conn = served
+            .http1
+            .serve_connection(TokioIo::new(tls_stream), service);
         run_connection(watcher.watch(conn), ctx, config, held).await;
     }
 }

@@ -123,6 +123,18 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Run the embedded demo (`None`: only on the embedded default).
     pub demo: Option<bool>,
+    /// TLS certificate chain and key (PEM files); `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where the TLS certificate chain and private key are (both PEM; the
+/// binary loads them, and again on `SIGHUP`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for Settings {
@@ -160,6 +172,7 @@ impl Default for Settings {
             serve: ServeConfig::default(),
             log_format: LogFormat::Text,
             demo: None,
+            tls: None,
         }
     }
 }
@@ -186,6 +199,7 @@ impl std::fmt::Debug for Settings {
             .field("serve", &self.serve)
             .field("log_format", &self.log_format)
             .field("demo", &self.demo)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -405,6 +419,10 @@ pub const ENV_CORS_ALLOW_WILDCARD: &str = "DECNET_CORS_ALLOW_WILDCARD";
 pub const ENV_WEB_HOST: &str = "DECNET_WEB_HOST";
 /// `DECNET_WEB_PORT` (DECNET's; the default CORS origin).
 pub const ENV_WEB_PORT: &str = "DECNET_WEB_PORT";
+/// `DECNET_TLS_CERT`.
+pub const ENV_TLS_CERT: &str = "DECNET_TLS_CERT";
+/// `DECNET_TLS_KEY`.
+pub const ENV_TLS_KEY: &str = "DECNET_TLS_KEY";
 /// `DECNET_DEMO`.
 pub const ENV_DEMO: &str = "DECNET_DEMO";
 /// `DECNET_SSE_HUB_MODE` (the benchmark ablation).
@@ -735,6 +753,18 @@ pub const SETTINGS: &[Setting] = &[
         read_later
     ),
     setting!(
+        ENV_TLS_CERT,
+        "",
+        "TLS certificate chain (PEM, leaf first); with DECNET_TLS_KEY serves HTTPS with HTTP/2 and HTTP/1.1 (re-read on SIGHUP)",
+        read_later
+    ),
+    setting!(
+        ENV_TLS_KEY,
+        "",
+        "TLS private key (PEM: PKCS#8, PKCS#1 or SEC1) for DECNET_TLS_CERT",
+        read_later
+    ),
+    setting!(
         "DECNET_SHUTDOWN_GRACE_SECS",
         "10",
         "How long shutdown waits for connections to close, seconds",
@@ -892,6 +922,21 @@ fn finish(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut V
     }
     cors(get, s, errors);
     secret(s, errors);
+    tls(get, s, errors);
+}
+
+fn tls(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut Vec<SettingError>) {
+    match (get(ENV_TLS_CERT), get(ENV_TLS_KEY)) {
+        (Some(cert), Some(key)) => {
+            s.tls = Some(TlsFiles {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+            });
+        }
+        (Some(_), None) => fail(errors, ENV_TLS_KEY, "required with DECNET_TLS_CERT"),
+        (None, Some(_)) => fail(errors, ENV_TLS_CERT, "required with DECNET_TLS_KEY"),
+        (None, None) => {}
+    }
 }
 
 fn database(
@@ -1165,6 +1210,22 @@ mod tests {
                 setting.env
             );
         }
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let s = parse(&[(ENV_TLS_CERT, "/etc/c.pem"), (ENV_TLS_KEY, "/etc/k.pem")])
+            .expect("both files");
+        assert_eq!(
+            s.tls,
+            Some(TlsFiles {
+                cert: "/etc/c.pem".into(),
+                key: "/etc/k.pem".into()
+            })
+        );
+        assert_eq!(vars_in_error(&[(ENV_TLS_CERT, "/c")]), vec![ENV_TLS_KEY]);
+        assert_eq!(vars_in_error(&[(ENV_TLS_KEY, "/k")]), vec![ENV_TLS_CERT]);
+        assert_eq!(parse(&[]).expect("defaults").tls, None);
     }
 
     #[test]

@@ -133,7 +133,11 @@ impl Tls {
     }
 
     pub(crate) fn acceptor(&self) -> TlsAcceptor {
-        let config = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let config = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         TlsAcceptor::from(config)
     }
 }
@@ -160,8 +164,14 @@ mod tests {
         let missing = Tls::load(testdata("nope.pem"), testdata("key-a.pem")).err();
         assert!(missing.is_some_and(|e| e.to_string().contains("nope.pem")));
         let swapped = Tls::load(testdata("key-a.pem"), testdata("cert-a.pem")).err();
-        assert!(swapped.is_some_and(|e| e.to_string().contains("key-a.pem")), "a key is no certificate");
+        assert!(
+            swapped.is_some_and(|e| e.to_string().contains("key-a.pem")),
+            "a key is no certificate"
+        );
         let mismatched = Tls::load(testdata("cert-a.pem"), testdata("key-b.pem")).err();
-        assert!(matches!(mismatched, Some(TlsError::Rustls(_))), "{mismatched:?}");
+        assert!(
+            matches!(mismatched, Some(TlsError::Rustls(_))),
+            "{mismatched:?}"
+        );
     }
 }

@@ -49,6 +49,9 @@ fn every_route_is_documented() {
         if *template == "/" {
             continue;
         }
-        assert!(api.contains(template), "docs/API.md does not mention {template}");
+        assert!(
+            api.contains(template),
+            "docs/API.md does not mention {template}"
+        );
     }
 }

@@ -1,0 +1,63 @@
+//! [`App::from_settings`]: the application the settings table describes,
+//! over backends the caller built (the binary, or an embedder that reads
+//! DECNET's env file the same way).
+
+use std::sync::Arc;
+
+use decnet_auth::{ConnectionLimiter, TicketStore, TokenVerifier, VerifierConfig};
+use decnet_bus::Bus;
+use decnet_repo::Repository;
+use decnet_stream::{LogHub, StreamHub, decnet_kinds};
+
+use crate::app::{App, AppParts};
+use crate::settings::Settings;
+
+/// The backends [`App::from_settings`] runs on; which concrete ones is the
+/// caller's choice.
+pub struct Backends {
+    /// Every reader (accounts, the stream kinds, `/stream`, health).
+    pub repository: Arc<dyn Repository>,
+    /// The bus.
+    pub bus: Bus,
+    /// The ticket store.
+    pub tickets: Arc<dyn TicketStore>,
+    /// The HS256 secret shared with DECNET's API.
+    pub secret: Vec<u8>,
+}
+
+impl App {
+    /// DECNET's six streams, the ticket endpoint and the ops endpoints, as
+    /// `settings` configure them, on `backends`: starts the hub (it
+    /// subscribes in the background) and `/stream`'s log pollers.
+    pub fn from_settings(settings: &Settings, backends: Backends) -> App {
+        let Backends {
+            repository,
+            bus,
+            tickets,
+            secret,
+        } = backends;
+        let verifier = TokenVerifier::new(
+            VerifierConfig {
+                secret,
+                leeway_secs: settings.jwt_leeway_secs,
+                cache_ttl: Some(crate::VERIFIER_CACHE_TTL),
+            },
+            repository.clone(),
+        );
+        let hub = StreamHub::start(bus.clone(), decnet_kinds(&repository), settings.hub.clone());
+        let logs = LogHub::new(&hub, repository.clone(), settings.logs.clone());
+        App::new(
+            AppParts {
+                hub,
+                verifier,
+                tickets,
+                limiter: ConnectionLimiter::new(settings.max_per_user, settings.max_total),
+                health: repository,
+                bus,
+                logs: Some(logs),
+            },
+            settings.app.clone(),
+            Vec::new(),
+        )
+    }
+}
