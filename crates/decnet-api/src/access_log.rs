@@ -10,7 +10,6 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 
 use crate::query;
-use crate::routes::Route;
 
 /// Access log settings (`DECNET_ACCESS_LOG`, `DECNET_ACCESS_LOG_SAMPLE`,
 /// `DECNET_ACCESS_LOG_SKIP`).
@@ -43,12 +42,12 @@ impl AccessLog {
         }
     }
 
-    /// Log one request (never the Authorization header, never a ticket or
+    /// Log one request to `route` (a template, or `upstream`) (never the Authorization header, never a ticket or
     /// token value).
     #[allow(clippy::too_many_arguments, reason = "one field per log field")]
     pub(crate) fn record(
         &self,
-        route: &Route,
+        route: &'static str,
         peer: Option<SocketAddr>,
         method: &Method,
         path: &str,
@@ -56,7 +55,7 @@ impl AccessLog {
         status: StatusCode,
         latency: Duration,
     ) {
-        if !self.enabled || self.skip.iter().any(|s| s == route.label()) {
+        if !self.enabled || self.skip.iter().any(|s| s == route) {
             return;
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);

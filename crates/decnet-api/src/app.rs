@@ -21,6 +21,7 @@ use crate::auth::{JwtSession, authenticate_bearer, bearer, redeem_ticket};
 use crate::body::{Body, BoxError, full};
 use crate::conn::ConnCtx;
 use crate::cors::Cors;
+use crate::proxy::Upstream;
 use crate::metrics::{Metrics, RouteLabels};
 use crate::query;
 use crate::rate::RateLimiter;
@@ -29,6 +30,9 @@ use crate::routes::{Route, StreamRoute};
 
 /// Largest request body accepted by our routes (the API reads none).
 pub const MAX_BODY_BYTES: u64 = 64 * 1024;
+
+/// The route label of forwarded requests (metrics and access log).
+const UPSTREAM_LABEL: &str = "upstream";
 
 const CONSOLE_HTML: &str = include_str!("console.html");
 
@@ -114,6 +118,8 @@ struct Inner {
 pub struct App {
     inner: Arc<Inner>,
     role: Role,
+    /// Where requests for other routes go ([`App::with_upstream`]).
+    upstream: Option<Upstream>,
 }
 
 /// What a listener serves.
@@ -176,7 +182,16 @@ impl App {
                 logs: parts.logs,
             }),
             role: Role::Main,
+            upstream: None,
         }
+    }
+
+    /// Forward every request this application does not serve itself to
+    /// DECNET's API (`DECNET_EVENTS_UPSTREAM`), through [`App::call`].
+    #[must_use]
+    pub fn with_upstream(mut self, upstream: Upstream) -> App {
+        self.upstream = Some(upstream);
+        self
     }
 
     /// The same application serving only `/healthz`, `/readyz` and
@@ -186,6 +201,7 @@ impl App {
         App {
             inner: self.inner.clone(),
             role: Role::Ops,
+            upstream: None,
         }
     }
 
@@ -224,6 +240,56 @@ impl App {
         self.routes(&Route::parse(request.uri().path()))
     }
 
+    /// Answer one request as [`crate::serve`] does: this application's
+    /// routes through [`App::handle`], every other request forwarded to the
+    /// upstream when one is set ([`App::with_upstream`]), body and all.
+    pub async fn call<B>(&self, request: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let Some(upstream) = self.upstream.as_ref().filter(|_| !self.serves(&request)) else {
+            return self.handle(request).await;
+        };
+        let started = Instant::now();
+        let peer = request.extensions().get::<SocketAddr>().copied();
+        let secure = request
+            .extensions()
+            .get::<Arc<ConnCtx>>()
+            .is_some_and(|c| c.is_secure());
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let query = request.uri().query().map(str::to_owned);
+        let (response, outcome) = upstream
+            .forward(request, crate::proxy::ClientSide { peer, secure })
+            .await;
+        let metrics = &self.inner.metrics;
+        metrics
+            .upstream_requests
+            .get_or_create(&crate::metrics::UpstreamLabels {
+                result: outcome.label(),
+            })
+            .inc();
+        let status = response.status();
+        metrics
+            .request_seconds
+            .get_or_create(&RouteLabels {
+                route: UPSTREAM_LABEL,
+                status: status.as_u16(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        self.inner.config.access_log.record(
+            UPSTREAM_LABEL,
+            peer,
+            &method,
+            &path,
+            query.as_deref(),
+            status,
+            started.elapsed(),
+        );
+        response
+    }
+
     /// Answer one request. The body is never read (the API takes none), so
     /// any body type will do. The peer address and the connection context
     /// come from the request's extensions when [`crate::serve`] runs the
@@ -252,7 +318,7 @@ impl App {
             })
             .observe(started.elapsed().as_secs_f64());
         self.inner.config.access_log.record(
-            &route,
+            route.label(),
             peer,
             &parts.method,
             parts.uri.path(),

@@ -10,6 +10,7 @@ use decnet_repo::Repository;
 use decnet_stream::{LogHub, StreamHub, decnet_kinds};
 
 use crate::app::{App, AppParts};
+use crate::proxy::Upstream;
 use crate::settings::Settings;
 
 /// The backends [`App::from_settings`] runs on; which concrete ones is the
@@ -28,7 +29,8 @@ pub struct Backends {
 impl App {
     /// DECNET's six streams, the ticket endpoint and the ops endpoints, as
     /// `settings` configure them, on `backends`: starts the hub (it
-    /// subscribes in the background) and `/stream`'s log pollers.
+    /// subscribes in the background) and `/stream`'s log pollers; forwards
+    /// the rest to `DECNET_EVENTS_UPSTREAM` when it is set.
     pub fn from_settings(settings: &Settings, backends: Backends) -> App {
         let Backends {
             repository,
@@ -46,7 +48,7 @@ impl App {
         );
         let hub = StreamHub::start(bus.clone(), decnet_kinds(&repository), settings.hub.clone());
         let logs = LogHub::new(&hub, repository.clone(), settings.logs.clone());
-        App::new(
+        let app = App::new(
             AppParts {
                 hub,
                 verifier,
@@ -58,6 +60,10 @@ impl App {
             },
             settings.app.clone(),
             Vec::new(),
-        )
+        );
+        match &settings.upstream {
+            Some(upstream) => app.with_upstream(Upstream::new(upstream.clone())),
+            None => app,
+        }
     }
 }

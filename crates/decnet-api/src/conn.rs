@@ -87,6 +87,8 @@ pub struct ConnCtx {
     stalled_since: AtomicU64,
     stall: Notify,
     base: Instant,
+    /// Whether the client came over TLS.
+    secure: AtomicBool,
 }
 
 impl Default for ConnCtx {
@@ -101,11 +103,22 @@ impl Default for ConnCtx {
             stalled_since: AtomicU64::new(0),
             stall: Notify::new(),
             base: Instant::now(),
+            secure: AtomicBool::new(false),
         }
     }
 }
 
 impl ConnCtx {
+    /// The connection is HTTPS.
+    pub(crate) fn set_secure(&self) {
+        self.secure.store(true, Ordering::Release);
+    }
+
+    /// Whether the connection is HTTPS.
+    pub(crate) fn is_secure(&self) -> bool {
+        self.secure.load(Ordering::Acquire)
+    }
+
     /// The connection is HTTP/2: each stream's session is watched by a task
     /// of its own, with `grace` to deliver its last frame.
     pub(crate) fn set_multiplexed(&self, grace: Duration) {

@@ -40,6 +40,13 @@ pub(crate) struct ResultLabels {
     pub(crate) result: &'static str,
 }
 
+/// Labels of the pass-through counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct UpstreamLabels {
+    /// `answered`, `unreachable`, `timeout`, `bad_response`, `upgrade_refused`.
+    pub(crate) result: &'static str,
+}
+
 /// The server's own metrics plus a view of the libraries' counters.
 pub struct Metrics {
     registry: Registry,
@@ -47,6 +54,8 @@ pub struct Metrics {
     pub(crate) request_seconds: Family<RouteLabels, Histogram>,
     /// Stream open attempts by result.
     pub(crate) streams_opened: Family<ResultLabels, Counter>,
+    /// Requests forwarded to DECNET's API, by how they ended.
+    pub(crate) upstream_requests: Family<UpstreamLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -81,6 +90,12 @@ impl Metrics {
             "Stream open attempts by kind and result",
             streams_opened.clone(),
         );
+        let upstream_requests = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "decnet_upstream_requests",
+            "Requests forwarded to DECNET's API (DECNET_EVENTS_UPSTREAM), by result",
+            upstream_requests.clone(),
+        );
         registry.register_collector(Box::new(LiveView {
             hub,
             bus,
@@ -94,6 +109,7 @@ impl Metrics {
             registry,
             request_seconds,
             streams_opened,
+            upstream_requests,
         }
     }
 

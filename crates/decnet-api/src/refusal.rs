@@ -139,6 +139,21 @@ impl Refusal {
         Self::unavailable("Server shutting down")
     }
 
+    /// 501 with `detail` (an `Upgrade` request the pass-through refuses).
+    pub fn not_implemented(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_IMPLEMENTED, detail, "error")
+    }
+
+    /// 502 with `detail` (the upstream is unreachable or broke the exchange).
+    pub fn bad_gateway(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, detail, "unavailable")
+    }
+
+    /// 504 with `detail` (the upstream took too long).
+    pub fn gateway_timeout(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, detail, "unavailable")
+    }
+
     /// The response: `{"detail": ...}` as `application/json`, with the
     /// headers (a 415 is DECNET's plain text).
     pub fn into_response(self) -> Response<Body> {

@@ -254,7 +254,7 @@ fn service(
         // slot one pointer.
         let response = Box::pin({
             let app = app.clone();
-            async move { app.handle(request).await }
+            async move { app.call(request).await }
         });
         async move { Ok::<_, Infallible>(response.await) }
     })
@@ -293,6 +293,7 @@ async fn connection(
             return;
         }
     };
+    ctx.set_secure();
     let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let service = service(served.app.clone(), ctx.clone(), peer);
     if h2 {

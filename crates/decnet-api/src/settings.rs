@@ -24,6 +24,7 @@ use decnet_stream::{HubConfig, LogConfig};
 use crate::access_log::AccessLog;
 use crate::app::AppConfig;
 use crate::cors::Cors;
+use crate::proxy::UpstreamConfig;
 use crate::serve::ServeConfig;
 
 /// Which repository backend the binary builds.
@@ -125,6 +126,9 @@ pub struct Settings {
     pub demo: Option<bool>,
     /// TLS certificate chain and key (PEM files); `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// DECNET's API, for every request decnet-events does not serve itself
+    /// (`DECNET_EVENTS_UPSTREAM`); `None`: those get 404.
+    pub upstream: Option<UpstreamConfig>,
 }
 
 /// Where the TLS certificate chain and private key are (both PEM; the
@@ -173,6 +177,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             demo: None,
             tls: None,
+            upstream: None,
         }
     }
 }
@@ -200,6 +205,7 @@ impl std::fmt::Debug for Settings {
             .field("log_format", &self.log_format)
             .field("demo", &self.demo)
             .field("tls", &self.tls)
+            .field("upstream", &self.upstream)
             .finish_non_exhaustive()
     }
 }
@@ -419,6 +425,14 @@ pub const ENV_CORS_ALLOW_WILDCARD: &str = "DECNET_CORS_ALLOW_WILDCARD";
 pub const ENV_WEB_HOST: &str = "DECNET_WEB_HOST";
 /// `DECNET_WEB_PORT` (DECNET's; the default CORS origin).
 pub const ENV_WEB_PORT: &str = "DECNET_WEB_PORT";
+/// `DECNET_EVENTS_UPSTREAM`.
+pub const ENV_UPSTREAM: &str = "DECNET_EVENTS_UPSTREAM";
+/// `DECNET_EVENTS_UPSTREAM_CONNECT_TIMEOUT_SECS`.
+pub const ENV_UPSTREAM_CONNECT_TIMEOUT_SECS: &str = "DECNET_EVENTS_UPSTREAM_CONNECT_TIMEOUT_SECS";
+/// `DECNET_EVENTS_UPSTREAM_TIMEOUT_SECS`.
+pub const ENV_UPSTREAM_TIMEOUT_SECS: &str = "DECNET_EVENTS_UPSTREAM_TIMEOUT_SECS";
+/// `DECNET_EVENTS_UPSTREAM_IDLE_TIMEOUT_SECS`.
+pub const ENV_UPSTREAM_IDLE_TIMEOUT_SECS: &str = "DECNET_EVENTS_UPSTREAM_IDLE_TIMEOUT_SECS";
 /// `DECNET_TLS_CERT`.
 pub const ENV_TLS_CERT: &str = "DECNET_TLS_CERT";
 /// `DECNET_TLS_KEY`.
@@ -753,6 +767,30 @@ pub const SETTINGS: &[Setting] = &[
         read_later
     ),
     setting!(
+        ENV_UPSTREAM,
+        "",
+        "DECNET's API (http://host:port): every request decnet-events does not serve itself is forwarded there, so the dashboard needs one base URL",
+        read_later
+    ),
+    setting!(
+        ENV_UPSTREAM_CONNECT_TIMEOUT_SECS,
+        "5",
+        "Bound on connecting to DECNET_EVENTS_UPSTREAM, seconds (504 beyond)",
+        read_later
+    ),
+    setting!(
+        ENV_UPSTREAM_TIMEOUT_SECS,
+        "60",
+        "Bound on DECNET_EVENTS_UPSTREAM's response head, seconds (504 beyond)",
+        read_later
+    ),
+    setting!(
+        ENV_UPSTREAM_IDLE_TIMEOUT_SECS,
+        "120",
+        "Bound on every wait for a body chunk to or from DECNET_EVENTS_UPSTREAM, seconds (the transfer is cut beyond)",
+        read_later
+    ),
+    setting!(
         ENV_TLS_CERT,
         "",
         "TLS certificate chain (PEM, leaf first); with DECNET_TLS_KEY serves HTTPS with HTTP/2 and HTTP/1.1 (re-read on SIGHUP)",
@@ -923,6 +961,41 @@ fn finish(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut V
     cors(get, s, errors);
     secret(s, errors);
     tls(get, s, errors);
+    upstream(get, s, errors);
+}
+
+fn upstream(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut Vec<SettingError>) {
+    let mut timeout = |env: &'static str| {
+        Value {
+            env,
+            raw: get(env),
+            secret: false,
+            errors: &mut *errors,
+        }
+        .secs(1, 86_400)
+    };
+    let connect = timeout(ENV_UPSTREAM_CONNECT_TIMEOUT_SECS);
+    let response = timeout(ENV_UPSTREAM_TIMEOUT_SECS);
+    let idle = timeout(ENV_UPSTREAM_IDLE_TIMEOUT_SECS);
+    let Some(url) = get(ENV_UPSTREAM) else {
+        return;
+    };
+    match UpstreamConfig::new(&url) {
+        Ok(config) if config.authority.as_str().contains('@') => {
+            fail(errors, ENV_UPSTREAM, "must not carry credentials");
+        }
+        Ok(mut config) => {
+            config.connect_timeout = connect.unwrap_or(config.connect_timeout);
+            config.response_timeout = response.unwrap_or(config.response_timeout);
+            config.idle_timeout = idle.unwrap_or(config.idle_timeout);
+            s.upstream = Some(config);
+        }
+        Err(error) => fail(
+            errors,
+            ENV_UPSTREAM,
+            format!("{error} (http://host:port, got {url:?})"),
+        ),
+    }
 }
 
 fn tls(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut Vec<SettingError>) {
@@ -1226,6 +1299,25 @@ mod tests {
         assert_eq!(vars_in_error(&[(ENV_TLS_CERT, "/c")]), vec![ENV_TLS_KEY]);
         assert_eq!(vars_in_error(&[(ENV_TLS_KEY, "/k")]), vec![ENV_TLS_CERT]);
         assert_eq!(parse(&[]).expect("defaults").tls, None);
+    }
+
+    #[test]
+    fn upstream_url_and_timeouts() {
+        let s = parse(&[
+            (ENV_UPSTREAM, "http://127.0.0.1:8001"),
+            (ENV_UPSTREAM_TIMEOUT_SECS, "7"),
+        ])
+        .expect("upstream");
+        let upstream = s.upstream.expect("set");
+        assert_eq!(upstream.authority.as_str(), "127.0.0.1:8001");
+        assert_eq!(upstream.response_timeout, Duration::from_secs(7));
+        assert_eq!(upstream.connect_timeout, Duration::from_secs(5));
+        assert_eq!(vars_in_error(&[(ENV_UPSTREAM, "https://x:1")]), vec![ENV_UPSTREAM]);
+        assert_eq!(vars_in_error(&[(ENV_UPSTREAM, "http://u:p@x:1")]), vec![ENV_UPSTREAM]);
+        assert_eq!(
+            vars_in_error(&[(ENV_UPSTREAM_IDLE_TIMEOUT_SECS, "0")]),
+            vec![ENV_UPSTREAM_IDLE_TIMEOUT_SECS]
+        );
     }
 
     #[test]
