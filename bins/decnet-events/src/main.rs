@@ -1,6 +1,7 @@
 //! `decnet-events`: DECNET's live streams, served.
 //!
-//! Subcommands: `serve` (the default), `migrate`, `mint-token`, `publish`.
+//! Subcommands: `serve` (the default), `migrate`, `mint-token`, `healthcheck`,
+//! `publish`.
 //! The `serve` flags are built from decnet-api's settings table, one per
 //! `DECNET_*` variable. With no configuration, `serve` runs the embedded demo
 //! (memory bus, memory database, memory tickets, a generated secret, a
@@ -10,7 +11,6 @@
 #![allow(clippy::print_stdout, reason = "a CLI prints its results for people")]
 
 mod backends;
-mod demo;
 mod telemetry;
 
 use std::process::ExitCode;
@@ -82,6 +82,11 @@ fn cli() -> Command {
                 ),
         )
         .subcommand(
+            Command::new("healthcheck")
+                .about("Exit 0 when /readyz answers 200 (the container health check; probes DECNET_OPS_BIND when set, else DECNET_BIND)")
+                .args(settings.clone()),
+        )
+        .subcommand(
             Command::new("publish")
                 .about("Publish one event on the configured bus")
                 .arg(Arg::new("topic").required(true).help("Topic, e.g. attacker.observation.motor.input_modality"))
@@ -109,12 +114,14 @@ fn main() -> ExitCode {
             Some(("serve", args)) => serve(args).await,
             Some(("migrate", args)) => migrate(args).await,
             Some(("mint-token", args)) => mint_token(args),
+            Some(("healthcheck", args)) => healthcheck(args).await,
             Some(("publish", args)) => publish(args).await,
             Some((other, _)) => bail!("unknown subcommand {other}"),
         }
     });
     match result {
         Ok(code) => code,
+        Err(error) if error.is::<Usage>() => ExitCode::from(EX_USAGE),
         Err(error) => {
             eprintln!("decnet-events: {error:#}");
             ExitCode::FAILURE
@@ -122,9 +129,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// The settings from the flags and the environment (clap merged them), or
-/// the exit code after printing every bad variable.
-fn settings(args: &ArgMatches) -> Result<Settings, ExitCode> {
+/// A configuration error, already reported variable by variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration")]
+struct Usage;
+
+/// The settings from the flags and the environment (clap merged them);
+/// every bad variable is printed before the [`Usage`] error.
+fn settings(args: &ArgMatches) -> Result<Settings> {
     let lookup = |var: &str| match var {
         "HOME" => std::env::var("HOME").ok(),
         _ => args.get_one::<String>(var).cloned(),
@@ -133,15 +145,12 @@ fn settings(args: &ArgMatches) -> Result<Settings, ExitCode> {
         for error in &errors {
             eprintln!("decnet-events: invalid configuration: {error}");
         }
-        ExitCode::from(EX_USAGE)
+        Usage.into()
     })
 }
 
 async fn serve(args: &ArgMatches) -> Result<ExitCode> {
-    let settings = match settings(args) {
-        Ok(settings) => settings,
-        Err(code) => return Ok(code),
-    };
+    let settings = settings(args)?;
     let _telemetry = telemetry::init(settings.log_format);
     tracing::info!(?settings, "starting");
     match rlimit::increase_nofile_limit(u64::MAX) {
@@ -186,45 +195,33 @@ async fn serve(args: &ArgMatches) -> Result<ExitCode> {
         serve_config.tls = Some(tls);
     }
 
-    let demo_task = match (settings.demo(), &repo.writer) {
+    let tls = serve_config.tls.is_some();
+    let _demo = match (settings.demo(), repo.writer) {
         (true, Some(writer)) => {
-            decnet_api::demo::seed(writer.as_ref())
-                .await
-                .context("seeding the demo data")?;
-            let (token, _) = decnet_auth::mint_access_token(
-                &secret,
-                decnet_api::demo::DEMO_USER,
-                Duration::from_secs(24 * 3600),
-            )
-            .context("minting the demo token")?;
-            demo::print_banner(local, serve_config.tls.is_some(), &token);
-            Some(tokio::spawn(decnet_api::demo::generate(
-                bus.clone(),
-                writer.clone(),
-            )))
+            let demo = decnet_api::demo::start(writer, bus.clone(), &secret).await?;
+            println!("{}", decnet_api::demo::banner(local, tls, &demo.token));
+            Some(demo)
         }
         _ => {
-            tracing::info!(addr = %local, bus = %bus.kind(), tls = serve_config.tls.is_some(), "listening");
+            tracing::info!(addr = %local, bus = %bus.kind(), tls, "listening");
             None
         }
     };
-
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let ops = ops_listener.map(|listener| {
-        let app = app.ops();
-        let config = settings.serve.clone();
         let mut stopped = stopped.clone();
-        tokio::spawn(decnet_api::serve(listener, app, config, async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }))
+        let stopped = async move { drop(stopped.wait_for(|s| *s).await) };
+        tokio::spawn(decnet_api::serve(
+            listener,
+            app.ops(),
+            settings.serve.clone(),
+            stopped,
+        ))
     });
     decnet_api::serve(listener, app, serve_config, shutdown_signal()).await?;
     stop.send_replace(true);
     if let Some(ops) = ops {
         let _ = ops.await;
-    }
-    if let Some(task) = demo_task {
-        task.abort();
     }
     bus.close().await;
     tracing::info!("stopped");
@@ -276,10 +273,7 @@ async fn shutdown_signal() {
 }
 
 async fn migrate(args: &ArgMatches) -> Result<ExitCode> {
-    let settings = match settings(args) {
-        Ok(settings) => settings,
-        Err(code) => return Ok(code),
-    };
+    let settings = settings(args)?;
     let _telemetry = telemetry::init(settings.log_format);
     let applied = backends::migrate(&settings).await?;
     if applied.is_empty() {
@@ -287,6 +281,14 @@ async fn migrate(args: &ArgMatches) -> Result<ExitCode> {
     } else {
         println!("applied migrations: {applied:?}");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn healthcheck(args: &ArgMatches) -> Result<ExitCode> {
+    let settings = settings(args)?;
+    let addr = decnet_api::healthcheck::probe_target(&settings)?;
+    decnet_api::healthcheck::probe_ready(addr, Duration::from_secs(5)).await?;
+    println!("ready");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -304,10 +306,7 @@ fn mint_token(args: &ArgMatches) -> Result<ExitCode> {
 }
 
 async fn publish(args: &ArgMatches) -> Result<ExitCode> {
-    let settings = match settings(args) {
-        Ok(settings) => settings,
-        Err(code) => return Ok(code),
-    };
+    let settings = settings(args)?;
     let topic = args.get_one::<String>("topic").context("topic")?;
     let raw = args
         .get_one::<String>("payload")

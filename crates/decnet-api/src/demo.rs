@@ -230,3 +230,76 @@ pub async fn generate(bus: Bus, repo: Arc<dyn RepositoryWriter>) {
         }
     }
 }
+
+/// Why the demo could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DemoError {
+    /// The repository refused the demo rows.
+    #[error("seeding the demo data")]
+    Seed(#[from] RepoError),
+    /// The demo token could not be minted.
+    #[error("minting the demo token")]
+    Token(#[from] decnet_auth::MintError),
+}
+
+/// The running demo: its event generator stops when this is dropped.
+#[derive(Debug)]
+pub struct Demo {
+    /// A 24-hour token of the demo user.
+    pub token: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Seed the demo rows, start publishing the synthetic events on `bus`, and
+/// mint the demo user's 24-hour token with `secret`.
+///
+/// # Errors
+///
+/// [`DemoError`] when the rows or the token cannot be made.
+pub async fn start(
+    repo: Arc<dyn RepositoryWriter>,
+    bus: Bus,
+    secret: &[u8],
+) -> Result<Demo, DemoError> {
+    seed(repo.as_ref()).await?;
+    let (token, _) =
+        decnet_auth::mint_access_token(secret, DEMO_USER, Duration::from_secs(24 * 3600))?;
+    Ok(Demo {
+        token,
+        task: tokio::spawn(generate(bus, repo)),
+    })
+}
+
+/// What a newcomer is told: what is running, the token, the console link
+/// and copy-paste commands for every stream.
+pub fn banner(addr: std::net::SocketAddr, tls: bool, token: &str) -> String {
+    let base = format!("{}://{addr}", if tls { "https" } else { "http" });
+    format!(
+        "\n\
+decnet-events demo is running on {base} (memory bus, memory database, synthetic events)\n\
+\n\
+  demo attacker: {attacker}\n\
+  demo topology: {topology}\n\
+  token (24 h):  {token}\n\
+\n\
+Console:  {base}/#token={token}&attacker={attacker}\n\
+\n\
+Mint a ticket, then open a stream (tickets are single-use, 60 s):\n\
+\n\
+  TOKEN={token}\n\
+  TICKET=$(curl -s -X POST -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/auth/sse-ticket | sed 's/.*\"ticket\": *\"\\([^\"]*\\)\".*/\\1/')\n\
+  curl -N \"{base}/api/v1/attackers/{attacker}/events?ticket=$TICKET\"\n\
+\n\
+Other streams: /api/v1/identities/events, /api/v1/campaigns/events, /api/v1/orchestrator/events/stream,\n\
+/api/v1/topologies/{topology}/events, /api/v1/stream\n",
+        attacker = DEMO_ATTACKER,
+        topology = DEMO_TOPOLOGY,
+    )
+}

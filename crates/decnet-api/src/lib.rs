@@ -40,6 +40,7 @@ mod body;
 mod conn;
 mod cors;
 pub mod demo;
+pub mod healthcheck;
 mod metrics;
 mod proxy;
 mod query;

@@ -301,10 +301,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 fn forwarded_headers(headers: &mut HeaderMap, client: ClientSide, host: Option<HeaderValue>) {
     if let Some(peer) = client.peer {
         let ip = peer.ip().to_string();
-        let chain = match headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
+        let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
             Some(before) if !before.trim().is_empty() => format!("{before}, {ip}"),
             _ => ip,
         };
@@ -421,19 +418,31 @@ mod tests {
         let target = upstream
             .target(&"/api/v1/logs?limit=5&search=a%20b".parse().expect("uri"))
             .expect("target");
-        assert_eq!(target.to_string(), "http://u:9/p/api/v1/logs?limit=5&search=a%20b");
+        assert_eq!(
+            target.to_string(),
+            "http://u:9/p/api/v1/logs?limit=5&search=a%20b"
+        );
     }
 
     #[test]
     fn hop_by_hop_headers_go() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
         headers.insert("x-private", HeaderValue::from_static("1"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         strip_hop_by_hop(&mut headers);
         let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
@@ -449,7 +458,11 @@ mod tests {
             peer: Some("192.0.2.1:5555".parse().expect("addr")),
             secure: true,
         };
-        forwarded_headers(&mut headers, client, Some(HeaderValue::from_static("dash:8000")));
+        forwarded_headers(
+            &mut headers,
+            client,
+            Some(HeaderValue::from_static("dash:8000")),
+        );
         assert_eq!(headers["x-forwarded-for"], "198.51.100.7, 192.0.2.1");
         assert_eq!(headers["x-forwarded-proto"], "https");
         assert_eq!(headers["x-forwarded-host"], "dash:8000");
@@ -458,7 +471,10 @@ mod tests {
     #[test]
     fn upgrades_are_recognised() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
         assert!(is_upgrade(&headers));
         assert!(!is_upgrade(&HeaderMap::new()));
     }

@@ -964,7 +964,11 @@ fn finish(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut V
     upstream(get, s, errors);
 }
 
-fn upstream(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut Vec<SettingError>) {
+fn upstream(
+    get: &dyn Fn(&str) -> Option<String>,
+    s: &mut Settings,
+    errors: &mut Vec<SettingError>,
+) {
     let mut timeout = |env: &'static str| {
         Value {
             env,
@@ -1312,8 +1316,14 @@ mod tests {
         assert_eq!(upstream.authority.as_str(), "127.0.0.1:8001");
         assert_eq!(upstream.response_timeout, Duration::from_secs(7));
         assert_eq!(upstream.connect_timeout, Duration::from_secs(5));
-        assert_eq!(vars_in_error(&[(ENV_UPSTREAM, "https://x:1")]), vec![ENV_UPSTREAM]);
-        assert_eq!(vars_in_error(&[(ENV_UPSTREAM, "http://u:p@x:1")]), vec![ENV_UPSTREAM]);
+        assert_eq!(
+            vars_in_error(&[(ENV_UPSTREAM, "https://x:1")]),
+            vec![ENV_UPSTREAM]
+        );
+        assert_eq!(
+            vars_in_error(&[(ENV_UPSTREAM, "http://u:p@x:1")]),
+            vec![ENV_UPSTREAM]
+        );
         assert_eq!(
             vars_in_error(&[(ENV_UPSTREAM_IDLE_TIMEOUT_SECS, "0")]),
             vec![ENV_UPSTREAM_IDLE_TIMEOUT_SECS]

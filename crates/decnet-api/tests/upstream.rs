@@ -72,7 +72,8 @@ async fn upstream_handler(request: Request<Incoming>) -> Result<Response<TestBod
         }
         "/api/v1/stall" => {
             // Half a body, then nothing.
-            let (tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
+            let (tx, rx) =
+                futures::channel::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
             tokio::spawn(async move {
                 let mut tx = tx;
                 use futures::SinkExt;
@@ -88,7 +89,11 @@ async fn upstream_handler(request: Request<Incoming>) -> Result<Response<TestBod
         }
         _ => {
             let (parts, body) = request.into_parts();
-            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             let headers: BTreeMap<String, String> = parts
                 .headers
                 .iter()
@@ -103,12 +108,18 @@ async fn upstream_handler(request: Request<Incoming>) -> Result<Response<TestBod
             });
             let mut response = Response::new(full(echo.to_string()));
             let headers = response.headers_mut();
-            headers.insert("content-type", http::HeaderValue::from_static("application/json"));
+            headers.insert(
+                "content-type",
+                http::HeaderValue::from_static("application/json"),
+            );
             headers.insert(
                 "access-control-allow-origin",
                 http::HeaderValue::from_static("http://upstream-says"),
             );
-            headers.insert("connection", http::HeaderValue::from_static("x-upstream-hop"));
+            headers.insert(
+                "connection",
+                http::HeaderValue::from_static("x-upstream-hop"),
+            );
             headers.insert("x-upstream-hop", http::HeaderValue::from_static("1"));
             response
         }
@@ -191,7 +202,8 @@ async fn send(request: Request<TestBody>) -> (StatusCode, http::HeaderMap, Bytes
 }
 
 fn json_of(body: &Bytes) -> Value {
-    serde_json::from_slice(body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
 }
 
 /// Peak resident memory of this process (nextest runs each test alone).
@@ -212,7 +224,9 @@ async fn every_method_path_query_and_header_passes_through() {
     for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
         let request = Request::builder()
             .method(method)
-            .uri(format!("http://{front}/api/v1/attackers/abc?limit=5&search=a%20b"))
+            .uri(format!(
+                "http://{front}/api/v1/attackers/abc?limit=5&search=a%20b"
+            ))
             .header("authorization", "Bearer some.jwt.value")
             .header("content-type", "application/json")
             .header("connection", "x-secret-hop")
@@ -233,10 +247,16 @@ async fn every_method_path_query_and_header_passes_through() {
         assert_eq!(seen["x-forwarded-host"], front.to_string());
         assert_eq!(seen["x-forwarded-proto"], "http");
         assert_eq!(seen["x-forwarded-for"], "198.51.100.7, 127.0.0.1");
-        assert!(seen.get("x-secret-hop").is_none(), "hop-by-hop header forwarded: {seen}");
+        assert!(
+            seen.get("x-secret-hop").is_none(),
+            "hop-by-hop header forwarded: {seen}"
+        );
         // The upstream's own headers come back, its CORS untouched; its
         // hop-by-hop ones do not.
-        assert_eq!(headers["access-control-allow-origin"], "http://upstream-says");
+        assert_eq!(
+            headers["access-control-allow-origin"],
+            "http://upstream-says"
+        );
         assert!(!headers.contains_key("x-upstream-hop"));
     }
     // HEAD: the head only.
@@ -257,7 +277,14 @@ async fn our_routes_stay_ours() {
             .expect("request"),
     )
     .await;
-    assert_eq!((status, json_of(&body)), (StatusCode::OK, json!({"status": "ok"})));
+    assert_eq!(
+        (status, json_of(&body)),
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+    // The container health check probes it too.
+    decnet_api::healthcheck::probe_ready(front, Duration::from_secs(10))
+        .await
+        .expect("ready");
     // A stream without credentials is our 401, not the upstream's echo.
     let (status, _, body) = send(
         Request::get(format!("http://{front}/api/v1/identities/events"))
@@ -310,7 +337,10 @@ async fn fifty_mib_each_way_in_bounded_memory() {
     let expected_sum: u64 = (0..(50 * MIB).div_ceil(CHUNK))
         .map(|i| (i % 251) as u64 * CHUNK as u64)
         .sum();
-    assert_eq!(json_of(&body), json!({"bytes": 50 * MIB, "sum": expected_sum}));
+    assert_eq!(
+        json_of(&body),
+        json!({"bytes": 50 * MIB, "sum": expected_sum})
+    );
 
     let response = client()
         .request(
@@ -356,7 +386,11 @@ async fn a_slow_upstream_is_a_504_and_a_stalled_body_is_cut() {
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(headers["content-type"], "application/json");
     assert_eq!(json_of(&body), json!({"detail": "Upstream timed out"}));
-    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
 
     // The head arrived, then the body went quiet: the client sees the
     // transfer end early, not a hang.
@@ -372,7 +406,10 @@ async fn a_slow_upstream_is_a_504_and_a_stalled_body_is_cut() {
     let collected = tokio::time::timeout(Duration::from_secs(20), response.into_body().collect())
         .await
         .expect("the body ends within the idle bound");
-    assert!(collected.is_err(), "a cut transfer is an error, not a short success");
+    assert!(
+        collected.is_err(),
+        "a cut transfer is an error, not a short success"
+    );
 }
 
 #[tokio::test]
@@ -406,5 +443,8 @@ async fn upgrades_are_refused_with_501() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
-    assert_eq!(json_of(&body), json!({"detail": "Upgrade requests are not forwarded"}));
+    assert_eq!(
+        json_of(&body),
+        json!({"detail": "Upgrade requests are not forwarded"})
+    );
 }
