@@ -37,23 +37,43 @@ fn default_of(env: &str) -> &'static str {
 #[test]
 fn the_unit_matches_decnet_and_the_binary() {
     let unit = read("deploy/decnet-events.service");
-    assert_eq!(unit_values(&unit, "EnvironmentFile"), ["-/opt/decnet/.env.local"]);
+    assert_eq!(
+        unit_values(&unit, "EnvironmentFile"),
+        ["-/opt/decnet/.env.local"]
+    );
     assert!(unit_values(&unit, "After")[0].contains("decnet-bus.service"));
     assert_eq!(unit_values(&unit, "Restart"), ["on-failure"]);
     let logs = unit_values(&unit, "StandardOutput");
     assert!(logs[0].starts_with("append:/var/log/decnet/"), "{logs:?}");
     // systemd must wait longer than the binary's own shutdown grace.
-    let grace: u64 = default_of("DECNET_SHUTDOWN_GRACE_SECS").parse().expect("grace");
-    let stop: u64 = unit_values(&unit, "TimeoutStopSec")[0].parse().expect("TimeoutStopSec");
-    assert!(stop > grace, "TimeoutStopSec={stop} must exceed the {grace} s shutdown grace");
+    let grace: u64 = default_of("DECNET_SHUTDOWN_GRACE_SECS")
+        .parse()
+        .expect("grace");
+    let stop: u64 = unit_values(&unit, "TimeoutStopSec")[0]
+        .parse()
+        .expect("TimeoutStopSec");
+    assert!(
+        stop > grace,
+        "TimeoutStopSec={stop} must exceed the {grace} s shutdown grace"
+    );
     // Room for the default stream caps: one file per connection.
-    let nofile: usize = unit_values(&unit, "LimitNOFILE")[0].parse().expect("LimitNOFILE");
-    let per_ip: usize = default_of("DECNET_MAX_CONNECTIONS_PER_IP").parse().expect("cap");
-    assert!(nofile > per_ip, "LimitNOFILE={nofile} below one client's connection cap {per_ip}");
+    let nofile: usize = unit_values(&unit, "LimitNOFILE")[0]
+        .parse()
+        .expect("LimitNOFILE");
+    let per_ip: usize = default_of("DECNET_MAX_CONNECTIONS_PER_IP")
+        .parse()
+        .expect("cap");
+    assert!(
+        nofile > per_ip,
+        "LimitNOFILE={nofile} below one client's connection cap {per_ip}"
+    );
     // Every variable the unit sets is one the binary reads.
     for assignment in unit_values(&unit, "Environment") {
         let (var, _) = assignment.split_once('=').expect("VAR=value");
-        assert!(SETTINGS.iter().any(|s| s.env == var), "{var} is not a setting");
+        assert!(
+            SETTINGS.iter().any(|s| s.env == var),
+            "{var} is not a setting"
+        );
     }
     // The unit the binary would run under: systemd's own checker accepts it
     // (the ExecStart pointed at the binary under test).
@@ -65,7 +85,10 @@ fn the_unit_matches_decnet_and_the_binary() {
     let path = dir.join("decnet-events.service");
     std::fs::write(
         &path,
-        unit.replace("/usr/local/bin/decnet-events", env!("CARGO_BIN_EXE_decnet-events")),
+        unit.replace(
+            "/usr/local/bin/decnet-events",
+            env!("CARGO_BIN_EXE_decnet-events"),
+        ),
     )
     .expect("write unit");
     let out = Command::new(analyze)
@@ -94,7 +117,11 @@ fn the_api_drop_in_moves_decnet_api_off_our_port() {
         .find_map(|a| a.strip_prefix("DECNET_EVENTS_UPSTREAM="))
         .expect("the unit sets the upstream");
     let port = upstream.rsplit(':').next().expect("a port");
-    assert!(exec[1].ends_with(&format!("--port {port}")), "{} vs {upstream}", exec[1]);
+    assert!(
+        exec[1].ends_with(&format!("--port {port}")),
+        "{} vs {upstream}",
+        exec[1]
+    );
 }
 
 fn which(program: &str) -> Option<PathBuf> {
@@ -119,7 +146,10 @@ fn the_image_builds_and_reports_healthy() {
         .lines()
         .rfind(|l| l.starts_with("FROM "))
         .expect("a FROM");
-    assert!(last_from.contains("distroless") && last_from.contains("nonroot"), "{last_from}");
+    assert!(
+        last_from.contains("distroless") && last_from.contains("nonroot"),
+        "{last_from}"
+    );
     assert!(dockerfile.contains("HEALTHCHECK") && dockerfile.contains("\"healthcheck\""));
 
     let reachable = which("docker").is_some() && docker(&["info"]).status.success();
@@ -139,7 +169,11 @@ fn the_image_builds_and_reports_healthy() {
         .expect("docker build");
     assert!(build.success(), "docker build failed");
     let run = docker(&["run", "-d", "-p", "127.0.0.1::8000", &tag]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let id = String::from_utf8_lossy(&run.stdout).trim().to_owned();
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut health = String::new();
@@ -154,5 +188,10 @@ fn the_image_builds_and_reports_healthy() {
     let logs = docker(&["logs", &id]);
     let _ = docker(&["rm", "-f", &id]);
     let _ = docker(&["rmi", "-f", &tag]);
-    assert_eq!(health, "healthy", "{}", String::from_utf8_lossy(&logs.stderr));
+    assert_eq!(
+        health,
+        "healthy",
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
 }

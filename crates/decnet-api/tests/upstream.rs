@@ -7,12 +7,12 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use decnet_api::settings::Settings;
-use decnet_api::{App, Backends, ServeConfig};
+mod front;
+
+use front::Front;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
@@ -20,7 +20,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 
-const SECRET: &str = "upstream-test-secret-of-32-bytes!!";
 const MIB: usize = 1024 * 1024;
 const CHUNK: usize = 64 * 1024;
 
@@ -154,36 +153,12 @@ async fn start_upstream() -> SocketAddr {
 /// decnet-events in front of `upstream`, configured through the settings
 /// table as the binary is.
 async fn start_front(upstream: &str, extra: &[(&str, &str)]) -> SocketAddr {
-    let mut vars: BTreeMap<String, String> = [
-        ("DECNET_JWT_SECRET", SECRET),
-        ("DECNET_EVENTS_UPSTREAM", upstream),
-        ("DECNET_ACCESS_LOG", "false"),
-    ]
-    .iter()
-    .chain(extra)
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect();
-    vars.insert("HOME".into(), "/nonexistent".into());
-    let settings = Settings::from_lookup(&move |k| vars.get(k).cloned()).expect("settings");
-    let app = App::from_settings(
-        &settings,
-        Backends {
-            repository: Arc::new(decnet_repo::MemoryRepository::new()),
-            bus: decnet_bus::Bus::memory(),
-            tickets: Arc::new(decnet_auth::MemoryTicketStore::default()),
-            secret: SECRET.as_bytes().to_vec(),
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(decnet_api::serve(
-        listener,
-        app,
-        ServeConfig::default(),
-        std::future::pending(),
-    ));
+    let mut vars = vec![("DECNET_EVENTS_UPSTREAM", upstream)];
+    vars.extend_from_slice(extra);
+    let front = Front::start(&vars, None).await;
+    let addr = front.addr;
+    // The front serves until the test's runtime ends.
+    std::mem::forget(front);
     addr
 }
 
