@@ -30,8 +30,6 @@ use crate::routes::{Route, StreamRoute};
 /// Largest request body accepted by our routes (the API reads none).
 pub const MAX_BODY_BYTES: u64 = 64 * 1024;
 
-const CONSOLE_HTML: &str = include_str!("console.html");
-
 /// The HTTP-level settings of an [`App`].
 #[derive(Debug, Clone)]
 pub struct AppConfig {
@@ -48,7 +46,8 @@ pub struct AppConfig {
     /// Whether `/readyz` and `/metrics` are served on this listener (false
     /// when `DECNET_OPS_BIND` puts them on their own).
     pub ops_on_main: bool,
-    /// Whether `GET /` serves the console page.
+    /// Whether `GET /` serves the console page (and `GET /console.js`,
+    /// `GET /console.css` its assets).
     pub console: bool,
     /// Access log settings.
     pub access_log: AccessLog,
@@ -197,7 +196,7 @@ impl App {
             Role::Main => match route {
                 Route::NotFound => false,
                 Route::Readyz | Route::Metrics => config.ops_on_main,
-                Route::Console => config.console,
+                route if route.is_console() => config.console,
                 _ => true,
             },
         }
@@ -286,7 +285,8 @@ impl App {
             return refusal.into_response();
         }
         match route {
-            Route::Console => console(),
+            Route::Console => crate::console::page(),
+            Route::ConsoleAsset(asset) => crate::console::asset(*asset),
             Route::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
             Route::Readyz => self.readyz().await,
             Route::Metrics => {
@@ -577,16 +577,6 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn console() -> Response<Body> {
-    let mut response = Response::new(full(CONSOLE_HTML));
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
     );
     response
 }
