@@ -251,6 +251,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_control_of_the_page_is_wired() {
+        let app = new_app(AppConfig::default());
+        let (_, _, html) = get(&app, "/").await;
+        let (_, _, js) = get(&app, "/console.js").await;
+        let mut buttons = 0;
+        for (at, _) in html.match_indices("<button id=\"") {
+            let rest = &html[at + "<button id=\"".len()..];
+            let id = &rest[..rest.find('"').expect("id end")];
+            if rest.starts_with(&format!("{id}\" class=\"primary\" type=\"submit\"")) {
+                assert!(js.contains("ui.form.addEventListener('submit'"), "{id}");
+            } else {
+                assert!(
+                    js.contains(&format!("ui.{id}.addEventListener('click'")),
+                    "button {id} has no click handler"
+                );
+            }
+            buttons += 1;
+        }
+        assert!(buttons >= 6, "{buttons}");
+        for id in ["kind", "show", "remember"] {
+            assert!(
+                js.contains(&format!("ui.{id}.addEventListener('change'")),
+                "{id} has no change handler"
+            );
+        }
+        // Every element the script looks up exists.
+        for (at, _) in js.match_indices("$('") {
+            let rest = &js[at + 3..];
+            let id = &rest[..rest.find('\'').expect("id end")];
+            assert!(html.contains(&format!("id=\"{id}\"")), "no element #{id}");
+        }
+    }
+
+    #[tokio::test]
     async fn script_listens_to_every_dashboard_event_name() {
         let app = new_app(AppConfig::default());
         let (_, _, js) = get(&app, "/console.js").await;

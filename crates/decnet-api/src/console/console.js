@@ -178,7 +178,7 @@
   const $ = (id) => document.getElementById(id);
   const ui = {
     form: $('form'), kind: $('kind'), key: $('key'), keyname: $('keyname'), token: $('token'), extra: $('extra'),
-    show: $('show'), remember: $('remember'), connect: $('connect'), disconnect: $('disconnect'), forget: $('forget'),
+    show: $('show'), remember: $('remember'), disconnect: $('disconnect'), forget: $('forget'),
     clear: $('clear'), status: $('status'), statebox: $('statebox'), counters: $('counters'), subtitle: $('subtitle'),
     snaptitle: $('snaptitle'), snapmeta: $('snapmeta'), notice: $('notice'), snaphead: $('snaphead'),
     snapbody: $('snapbody'), events: $('events'), prompt: $('prompt'), prompttext: $('prompttext'),
@@ -580,6 +580,8 @@
   // ---------- wiring ----------
   ui.form.addEventListener('submit', (e) => { e.preventDefault(); connect(true); });
   ui.kind.addEventListener('change', () => showKind(ui.kind.value));
+  ui.promptuse.addEventListener('click', () => answer(true));
+  ui.promptdiscard.addEventListener('click', () => answer(false));
   ui.disconnect.addEventListener('click', () => stop('disconnected by user'));
   ui.remember.addEventListener('change', () => {
     if (ui.remember.checked) {
@@ -595,6 +597,7 @@
     ui.remember.checked = false;
     ui.token.value = '';
     if (pendingToken) answer(false);
+    if (session) stop('token forgotten');              // it held the token for its reconnects
     log('console', '', 'token forgotten (cleared from this page and from this device)');
   });
   ui.show.addEventListener('change', () => { ui.token.type = ui.show.checked ? 'text' : 'password'; });
