@@ -34,8 +34,6 @@ pub const MAX_BODY_BYTES: u64 = 64 * 1024;
 /// The route label of forwarded requests (metrics and access log).
 const UPSTREAM_LABEL: &str = "upstream";
 
-const CONSOLE_HTML: &str = include_str!("console.html");
-
 /// The HTTP-level settings of an [`App`].
 #[derive(Debug, Clone)]
 pub struct AppConfig {
@@ -52,7 +50,8 @@ pub struct AppConfig {
     /// Whether `/readyz` and `/metrics` are served on this listener (false
     /// when `DECNET_OPS_BIND` puts them on their own).
     pub ops_on_main: bool,
-    /// Whether `GET /` serves the console page.
+    /// Whether `GET /` serves the console page (and `GET /console.js`,
+    /// `GET /console.css` its assets).
     pub console: bool,
     /// Access log settings.
     pub access_log: AccessLog,
@@ -213,7 +212,7 @@ impl App {
             Role::Main => match route {
                 Route::NotFound => false,
                 Route::Readyz | Route::Metrics => config.ops_on_main,
-                Route::Console => config.console,
+                route if route.is_console() => config.console,
                 _ => true,
             },
         }
@@ -352,7 +351,8 @@ impl App {
             return refusal.into_response();
         }
         match route {
-            Route::Console => console(),
+            Route::Console => crate::console::page(),
+            Route::ConsoleAsset(asset) => crate::console::asset(*asset),
             Route::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
             Route::Readyz => self.readyz().await,
             Route::Metrics => {
@@ -645,16 +645,6 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn console() -> Response<Body> {
-    let mut response = Response::new(full(CONSOLE_HTML));
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
     );
     response
 }

@@ -39,11 +39,22 @@ impl StreamRoute {
     }
 }
 
+/// The console page's two assets (served only with the page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConsoleAsset {
+    /// `GET /console.js`
+    Script,
+    /// `GET /console.css`
+    Style,
+}
+
 /// One route of the API, with its path parameter (percent-decoded).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// `GET /`: the console page.
     Console,
+    /// `GET /console.js`, `GET /console.css`: the page's script and style.
+    ConsoleAsset(ConsoleAsset),
     /// `GET /healthz`
     Healthz,
     /// `GET /readyz`
@@ -73,6 +84,8 @@ impl Route {
         let path = percent_encoding::percent_decode_str(raw_path).decode_utf8_lossy();
         match &*path {
             "/" => Route::Console,
+            "/console.js" => Route::ConsoleAsset(ConsoleAsset::Script),
+            "/console.css" => Route::ConsoleAsset(ConsoleAsset::Style),
             "/healthz" => Route::Healthz,
             "/readyz" => Route::Readyz,
             "/metrics" => Route::Metrics,
@@ -99,6 +112,8 @@ impl Route {
     pub fn label(&self) -> &'static str {
         match self {
             Route::Console => "/",
+            Route::ConsoleAsset(ConsoleAsset::Script) => "/console.js",
+            Route::ConsoleAsset(ConsoleAsset::Style) => "/console.css",
             Route::Healthz => "/healthz",
             Route::Readyz => "/readyz",
             Route::Metrics => "/metrics",
@@ -128,10 +143,18 @@ impl Route {
         matches!(self, Route::Healthz | Route::Readyz | Route::Metrics)
     }
 
+    /// Whether the route is the console page or one of its assets (served
+    /// only when `AppConfig::console` is on).
+    pub fn is_console(&self) -> bool {
+        matches!(self, Route::Console | Route::ConsoleAsset(_))
+    }
+
     /// Every route template the API serves (the OpenAPI check reads this).
     pub fn templates() -> &'static [&'static str] {
         &[
             "/",
+            "/console.js",
+            "/console.css",
             "/healthz",
             "/readyz",
             "/metrics",
@@ -192,6 +215,17 @@ mod tests {
         assert_eq!(Route::parse("/api/v1/stream"), Route::Logs);
         assert_eq!(Route::parse("/api/v1/auth/sse-ticket"), Route::Ticket);
         assert_eq!(Route::parse("/nope"), Route::NotFound);
+        assert_eq!(Route::parse("/"), Route::Console);
+        assert_eq!(
+            Route::parse("/console.js"),
+            Route::ConsoleAsset(ConsoleAsset::Script)
+        );
+        assert_eq!(
+            Route::parse("/console.css"),
+            Route::ConsoleAsset(ConsoleAsset::Style)
+        );
+        assert_eq!(Route::parse("/console.html"), Route::NotFound);
+        assert_eq!(Route::parse("/console.js/x"), Route::NotFound);
         assert_eq!(Route::parse("/api/v1/identities/x"), Route::NotFound);
     }
 
@@ -201,6 +235,8 @@ mod tests {
             "/api/v1/attackers/x/events",
             "/api/v1/topologies/y/events",
             "/",
+            "/console.js",
+            "/console.css",
             "/zzz",
         ] {
             let label = Route::parse(path).label();
