@@ -452,7 +452,7 @@ pub const SETTINGS: &[Setting] = &[
     setting!(
         "DECNET_OPS_BIND",
         "",
-        "A separate listen address for /healthz, /readyz and /metrics (then not served on DECNET_BIND)",
+        "A separate listen address for /healthz, /readyz and /metrics (then /readyz and /metrics are not served on DECNET_BIND)",
         |v, s| {
             s.ops_bind = v.addr();
             s.app.ops_on_main = s.ops_bind.is_none();
