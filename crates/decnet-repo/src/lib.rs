@@ -103,6 +103,14 @@ pub enum RepoError {
     /// message names every one of them.
     #[error(transparent)]
     Schema(SchemaMismatch),
+    /// A migration was asked of a database whose schema DECNET owns (it has
+    /// DECNET's Alembic `alembic_version` table); nothing was changed.
+    #[error(
+        "refusing to migrate: the database has DECNET's alembic_version table, so DECNET's \
+         Alembic owns its schema; decnet-events only reads such a database (repository \
+         sqlite or mysql) and never migrates it"
+    )]
+    DecnetOwnsSchema,
 }
 
 impl RepoError {
