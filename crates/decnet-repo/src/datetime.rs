@@ -158,7 +158,7 @@ fn digits(text: &str, n: usize) -> Option<(u32, &str)> {
     Some((head.parse().ok()?, &text[n..]))
 }
 
-fn expect<'a>(text: &'a str, c: char) -> Option<&'a str> {
+fn expect(text: &str, c: char) -> Option<&str> {
     text.strip_prefix(c)
 }
 
