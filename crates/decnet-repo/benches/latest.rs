@@ -21,12 +21,16 @@
 //! A section whose feature or server is missing prints why and is skipped.
 //!
 //! Run: `cargo bench -p decnet-repo --all-features --bench latest` (add the
-//! two URLs to include the servers).
+//! two URLs to include the servers; `-- sqlite mysql` runs only those
+//! sections).
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on its terminal")]
 #![cfg_attr(
     not(all(feature = "postgres", feature = "sqlite", feature = "mysql")),
-    allow(dead_code, reason = "helpers shared by whichever sections are compiled in")
+    allow(
+        dead_code,
+        reason = "helpers shared by whichever sections are compiled in"
+    )
 )]
 
 use std::time::{Duration, Instant};
@@ -49,10 +53,22 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    // `cargo bench ... -- sqlite mysql` runs only the named sections.
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
+    let wanted = |section: &str| named.is_empty() || named.iter().any(|n| n == section);
     runtime.block_on(async {
-        postgres::bench().await;
-        sqlite::bench().await;
-        mysql::bench().await;
+        if wanted("postgres") {
+            postgres::bench().await;
+        }
+        if wanted("sqlite") {
+            sqlite::bench().await;
+        }
+        if wanted("mysql") {
+            mysql::bench().await;
+        }
     });
 }
 
