@@ -1959,6 +1959,31 @@ mod sqlite_only {
         drop(file);
     }
 
+    /// DECNET's writer closed cleanly (the last connection checkpoints and
+    /// removes `-wal` and `-shm`): a read-only reader still opens the WAL
+    /// database, SQLite recreating the shared-memory file beside it.
+    #[tokio::test]
+    async fn wal_reader_opens_after_the_writer_closed() {
+        let (file, pool) = create(true).await;
+        pool.acquire()
+            .await
+            .unwrap()
+            .execute(INSERT_LOG)
+            .await
+            .unwrap();
+        pool.close().await;
+        let mut wal = file.0.clone().into_os_string();
+        wal.push("-wal");
+        assert!(
+            !std::path::Path::new(&wal).exists(),
+            "the writer's close removed the WAL"
+        );
+        let reader = repo(&file.0, Duration::from_secs(5));
+        assert_eq!(reader.max_log_id().await.unwrap(), 1);
+        reader.check_schema().await.unwrap();
+        drop(file);
+    }
+
     /// In rollback-journal mode a committing writer locks readers out; the
     /// busy timeout makes the reader wait it out instead of failing with
     /// "database is locked".
