@@ -1,7 +1,7 @@
 //! Project automation, run as `cargo xtask <command>`.
 //!
 //! - `test`: the CI entry point (fmt, clippy, tests with real services, cargo-deny).
-//! - `services`: start local PostgreSQL, Redis and NATS when installed but not running.
+//! - `services`: start local PostgreSQL, MariaDB, Redis and NATS when installed but not running.
 //! - `bench`: the service benchmarks behind docs/BENCHMARKS.md (see `bench.rs`);
 //!   `bench micro` runs the crates' micro-benchmarks.
 
@@ -35,7 +35,7 @@ fn main() -> Result<()> {
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  test       fmt --check, clippy -D warnings, the test suite on real services, cargo-deny\n  \
-                 services   start local PostgreSQL / Redis / NATS that are installed but not running\n  \
+                 services   start local PostgreSQL / MariaDB / Redis / NATS that are installed but not running\n  \
                  bench      service benchmarks (--quick, scenarios; see xtask/src/bench.rs); bench micro: cargo bench"
             );
             bail!("no command given")
@@ -230,7 +230,7 @@ struct ServiceSpec {
     start: fn() -> Command,
 }
 
-const SERVICES: [ServiceSpec; 3] = [
+const SERVICES: [ServiceSpec; 4] = [
     ServiceSpec {
         name: "postgres",
         env_var: "DECNET_TEST_DATABASE_URL",
@@ -244,6 +244,21 @@ const SERVICES: [ServiceSpec; 3] = [
                 "-c",
                 "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -n1) main start",
             ]);
+            c
+        },
+    },
+    ServiceSpec {
+        // DECNET's MySQL backend runs on MariaDB here; tests make a database
+        // each (root, empty password, as Debian's package sets it up).
+        name: "mariadb",
+        env_var: "DECNET_TEST_MYSQL_URL",
+        marker: "svc_mysql",
+        addr: "127.0.0.1:3306",
+        url: "mysql://root@127.0.0.1:3306",
+        binary: "mariadbd",
+        start: || {
+            let mut c = Command::new("service");
+            c.args(["mariadb", "start"]);
             c
         },
     },

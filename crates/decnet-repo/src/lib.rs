@@ -9,8 +9,13 @@
 //! at once as [`Repository`]), the writer tools and tests use
 //! ([`RepositoryWriter`]), DECNET's `/stream` filter language ([`LogFilter`]),
 //! its datetimes ([`DbTime`]), and the backends: [`MemoryRepository`] (always
-//! compiled; tests, the embedded demo) and `PgRepository` (feature `postgres`;
-//! deadpool-postgres over tokio-postgres, with the SQL migrations embedded).
+//! compiled; tests, the embedded demo), `PgRepository` (feature `postgres`;
+//! deadpool-postgres over tokio-postgres, this crate's own schema with the
+//! SQL migrations embedded), and the readers of DECNET's own database,
+//! `SqliteRepository` (feature `sqlite`) and `MysqlRepository` (feature
+//! `mysql`), both on sqlx's drivers, read-only, over DECNET's Alembic schema.
+//! Every SQL backend has a `check_schema` naming what a database lacks
+//! ([`SchemaMismatch`], against [`REQUIRED_COLUMNS`]).
 //! What it is not: DECNET's ORM. The service only reads; the writer exists for
 //! tools, the demo and tests, and DECNET's own databases have none.
 //!
@@ -24,21 +29,35 @@
 
 mod datetime;
 mod memory;
+#[cfg(feature = "mysql")]
+mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod rows;
+mod schema;
 mod search;
+#[cfg(any(feature = "sqlite", feature = "mysql", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+mod sqlx_support;
 mod traits;
 
 pub use datetime::{DbTime, DbTimeError};
 pub use memory::MemoryRepository;
+#[cfg(feature = "mysql")]
+pub use mysql::{MysqlConfig, MysqlRepository, MysqlSslMode};
 #[cfg(feature = "postgres")]
 pub use postgres::{MIGRATIONS, PgConfig, PgRepository};
 pub use rows::{
     Attacker, CampaignRow, HexBytes, HistogramBucket, IdentityRow, LogRow, LogStats, MutationRow,
     Observation, OrchestratorEventRow, TopologySnapshot, User,
 };
+pub use schema::{REQUIRED_COLUMNS, SchemaItem, SchemaMismatch};
 pub use search::{LogColumn, LogFilter, SearchTerm};
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteConfig, SqliteRepository};
 pub use traits::{
     AccountReader, AttackerReader, CampaignReader, Health, IdentityReader, LogReader,
     OrchestratorReader, RepoFuture, Repository, RepositoryWriter, TopologyReader,
@@ -79,15 +98,19 @@ pub enum RepoError {
     /// call.
     #[error("invalid repository configuration")]
     Config(#[source] BoxError),
-    /// The backend does not serve this query (yet): a deployment that needs
-    /// it must use another backend.
-    #[error("{backend} does not serve {query}")]
-    Unsupported {
-        /// The backend.
-        backend: &'static str,
-        /// The query.
-        query: &'static str,
-    },
+    /// The database lacks tables or columns the service reads (from a
+    /// backend's `check_schema`, which the server calls at start); the
+    /// message names every one of them.
+    #[error(transparent)]
+    Schema(SchemaMismatch),
+    /// A migration was asked of a database whose schema DECNET owns (it has
+    /// DECNET's Alembic `alembic_version` table); nothing was changed.
+    #[error(
+        "refusing to migrate: the database has DECNET's alembic_version table, so DECNET's \
+         Alembic owns its schema; decnet-events only reads such a database (repository \
+         sqlite or mysql) and never migrates it"
+    )]
+    DecnetOwnsSchema,
 }
 
 impl RepoError {

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use futures::FutureExt;
 
+use crate::search::sqlite_numeric;
 use crate::traits::RepoFuture;
 use crate::{
     AccountReader, Attacker, AttackerReader, CampaignReader, CampaignRow, DbTime, Health,
@@ -216,27 +217,21 @@ fn sqlite_text(at: DbTime) -> String {
     )
 }
 
-/// Whether SQLite's NUMERIC affinity would turn this text into a number.
-fn looks_numeric(text: &str) -> bool {
-    let t = text.trim();
-    !t.is_empty()
-        && t.parse::<f64>().is_ok()
-        && !t.eq_ignore_ascii_case("nan")
-        && !t.contains("inf")
-}
-
-/// SQLite's `LIKE` with ASCII case folding, `%` and `_` wildcards, no escape.
-fn like(pattern: &[u8], text: &[u8]) -> bool {
+/// SQLite's `LIKE`: `%` any run of characters, `_` exactly one character
+/// (not byte), ASCII letters compared without case, no escape character.
+fn like(pattern: &str, text: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let text: Vec<char> = text.chars().collect();
     let (mut p, mut t) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while t < text.len() {
         if p < pattern.len()
-            && (pattern[p] == b'_' || pattern[p].eq_ignore_ascii_case(&text[t]))
-            && pattern[p] != b'%'
+            && pattern[p] != '%'
+            && (pattern[p] == '_' || pattern[p].eq_ignore_ascii_case(&text[t]))
         {
             p += 1;
             t += 1;
-        } else if p < pattern.len() && pattern[p] == b'%' {
+        } else if p < pattern.len() && pattern[p] == '%' {
             star = Some(p);
             mark = t;
             p += 1;
@@ -248,7 +243,7 @@ fn like(pattern: &[u8], text: &[u8]) -> bool {
             return false;
         }
     }
-    pattern[p..].iter().all(|&c| c == b'%')
+    pattern[p..].iter().all(|&c| c == '%')
 }
 
 /// Whether `row` passes `filter`, or an error for malformed `fields` JSON
@@ -256,13 +251,13 @@ fn like(pattern: &[u8], text: &[u8]) -> bool {
 fn passes(row: &LogRow, filter: &LogFilter) -> Result<bool, RepoError> {
     let stored = sqlite_text(row.timestamp);
     if let Some(start) = &filter.start_time
-        && !looks_numeric(start)
+        && !sqlite_numeric(start)
         && stored.as_str() < start.as_str()
     {
         return Ok(false);
     }
     if let Some(end) = &filter.end_time
-        && (looks_numeric(end) || stored.as_str() > end.as_str())
+        && (sqlite_numeric(end) || stored.as_str() > end.as_str())
     {
         return Ok(false);
     }
@@ -286,7 +281,7 @@ fn passes(row: &LogRow, filter: &LogFilter) -> Result<bool, RepoError> {
                 let pattern = format!("%{text}%");
                 [&row.raw_line, &row.decky, &row.service, &row.attacker_ip]
                     .iter()
-                    .any(|field| like(pattern.as_bytes(), field.as_bytes()))
+                    .any(|field| like(&pattern, field))
             }
         };
         if !ok {
@@ -568,20 +563,16 @@ mod tests {
 
     #[test]
     fn like_matches_sqlite() {
-        let check = |pattern: &str, text: &str| like(pattern.as_bytes(), text.as_bytes());
+        let check = |pattern: &str, text: &str| like(pattern, text);
         assert!(check("%ssh%", "OpenSSH login"));
         assert!(check("%a_c%", "xxabcxx"));
         assert!(!check("%a_c%", "xxacxx"));
         assert!(check("%%", ""));
         assert!(check("%50%%", "50% off"));
         assert!(!check("%root%", "rot"));
-    }
-
-    #[test]
-    fn numeric_bounds_follow_sqlite_affinity() {
-        assert!(looks_numeric("2026"));
-        assert!(looks_numeric(" 1.5 "));
-        assert!(!looks_numeric("2026-06"));
-        assert!(!looks_numeric(""));
+        // `_` is one character, and only ASCII letters fold.
+        assert!(check("%a_c%", "aéc"));
+        assert!(!check("%É%", "é"));
+        assert!(check("%\\%", "back\\slash"));
     }
 }

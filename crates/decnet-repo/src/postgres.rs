@@ -14,12 +14,28 @@
 //! a constraint the caller broke (unknown attacker, username taken, reused
 //! observation id) is [`RepoError::InvalidData`], as in the memory backend.
 //!
+//! `/stream` search semantics: SQLite's (DECNET's default engine, and the
+//! memory backend's), written out so that PostgreSQL answers as they do:
+//! `LIKE` folds ASCII case only and has no escape character, `=` is byte
+//! equality, a JSON-key term only matches a JSON string, the time bounds
+//! compare with the timestamp as SQLite stores it
+//! (`YYYY-MM-DD HH:MM:SS.ffffff`, text order), a purely numeric bound keeps
+//! every row as a start and none as an end, and histogram buckets read the
+//! time at millisecond precision. See the crate's `sql` module.
+//!
+//! The topology snapshot is one statement (one snapshot of the database).
+//! [`PgRepository::migrate`] refuses a database that has DECNET's
+//! `alembic_version` table ([`RepoError::DecnetOwnsSchema`]).
+//!
 //! Differences from the memory backend, by nature of PostgreSQL:
 //! - timestamps keep microseconds (the memory backend keeps nanoseconds);
 //! - `jsonb` refuses strings containing `\u0000`, and does not keep object key
 //!   order (`serde_json::Value` equality ignores it anyway);
 //! - `timestamp without time zone` columns (older DECNET databases) are read
-//!   and written as UTC, whatever the session `TimeZone`.
+//!   and written as UTC, whatever the session `TimeZone`;
+//! - the `timestamp` columns of 0002 carry no zone, so a [`crate::DbTime`]
+//!   written aware (a mutation's `applied_at`) reads back naive (rendered
+//!   without `Z`), as on MySQL.
 
 use std::error::Error as _;
 use std::fmt;
@@ -33,12 +49,13 @@ use tokio_postgres::{NoTls, Row};
 
 use futures::FutureExt;
 
+use crate::sql::{Dialect, conditions};
 use crate::traits::RepoFuture;
 use crate::{
-    AccountReader, Attacker, AttackerReader, CampaignReader, CampaignRow, Health, HistogramBucket,
-    IdentityReader, IdentityRow, LogFilter, LogReader, LogRow, LogStats, MutationRow, Observation,
-    OrchestratorEventRow, OrchestratorReader, RepoError, RepositoryWriter, TopologyReader,
-    TopologySnapshot, User,
+    AccountReader, Attacker, AttackerReader, CampaignReader, CampaignRow, DbTime, Health, HexBytes,
+    HistogramBucket, IdentityReader, IdentityRow, LogFilter, LogReader, LogRow, LogStats,
+    MutationRow, Observation, OrchestratorEventRow, OrchestratorReader, RepoError,
+    RepositoryWriter, TopologyReader, TopologySnapshot, User,
 };
 
 /// Embedded SQL migrations, in order: (version, name, sql).
@@ -46,8 +63,10 @@ use crate::{
 /// [`PgRepository::migrate`] applies the ones a database has not recorded in
 /// `decnet_events_schema_version`. Every statement is `IF NOT EXISTS`, so an
 /// existing DECNET database keeps its tables, extra columns and rows.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "streams", include_str!("../migrations/0002_streams.sql")),
+];
 
 /// First key of the advisory lock `migrate` holds; the second is a hash of the
 /// schema, so migrations of different schemas do not wait for each other.
@@ -286,6 +305,8 @@ impl PgRepository {
     ///
     /// # Errors
     ///
+    /// [`RepoError::DecnetOwnsSchema`] when the schema has DECNET's
+    /// `alembic_version` table (nothing is changed);
     /// [`RepoError::Unavailable`] when the database cannot be reached;
     /// [`RepoError::Migration`] when a statement fails (nothing is applied
     /// then: the transaction rolls back).
@@ -315,6 +336,17 @@ impl PgRepository {
             ))
             .await
             .map_err(migration_error)?;
+        }
+        // DECNET's Alembic owns a database with its version table: refuse
+        // before creating anything.
+        let decnet_owned: bool = tx
+            .query_one("SELECT to_regclass('alembic_version') IS NOT NULL", &[])
+            .await
+            .map_err(migration_error)?
+            .try_get(0)
+            .map_err(migration_error)?;
+        if decnet_owned {
+            return Err(RepoError::DecnetOwnsSchema);
         }
         tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS decnet_events_schema_version (
@@ -358,6 +390,35 @@ impl PgRepository {
         }
         tx.commit().await.map_err(migration_error)?;
         Ok(applied)
+    }
+
+    /// Check that the schema has every table and column the service reads
+    /// ([`crate::REQUIRED_COLUMNS`]), e.g. after [`PgRepository::migrate`]
+    /// or on a database migrated by another version.
+    ///
+    /// # Errors
+    ///
+    /// [`RepoError::Schema`] naming each missing table and column;
+    /// [`RepoError::Unavailable`] when the database cannot be reached.
+    pub async fn check_schema(&self) -> Result<(), RepoError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let rows = conn
+                .query(
+                    "SELECT table_name::text, column_name::text FROM information_schema.columns \
+                     WHERE table_schema = current_schema()",
+                    &[],
+                )
+                .await?;
+            let mut tables: std::collections::HashMap<String, Vec<String>> = Default::default();
+            for row in &rows {
+                let table: String = column(row, "table_name")?;
+                let name: String = column(row, "column_name")?;
+                tables.entry(table).or_default().push(name);
+            }
+            crate::schema::compare(|table| tables.get(table).cloned()).map_err(RepoError::Schema)
+        })
+        .await
     }
 
     /// Check out a connection, wrapped so that it is discarded rather than
@@ -527,6 +588,31 @@ impl Conn {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, RepoError> {
         Ok(self.query(sql, params).await?.into_iter().next())
+    }
+
+    /// [`Conn::query`] for SQL built per call (the `/stream` filters): an
+    /// unnamed statement, so the per-connection cache does not grow with
+    /// every distinct filter.
+    async fn query_uncached(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, RepoError> {
+        let Some(client) = self.object.as_ref() else {
+            return Err(RepoError::Unavailable(Box::new(Discarded)));
+        };
+        self.discard = true;
+        match client.query(sql, params).await {
+            Ok(rows) => {
+                self.discard = false;
+                Ok(rows)
+            }
+            Err(err) => {
+                let err = query_error(err);
+                self.discard = err.is_unavailable();
+                Err(err)
+            }
+        }
     }
 }
 
@@ -740,63 +826,307 @@ impl AttackerReader for PgRepository {
     }
 }
 
-/// The readers the PostgreSQL backend does not serve yet.
-fn unsupported<'a, T: Send + 'a>(query: &'static str) -> RepoFuture<'a, T> {
-    futures::future::ready(Err(RepoError::Unsupported {
-        backend: "postgres",
-        query,
-    }))
-    .boxed()
+/// A `timestamp` (or `timestamptz`) column as a naive [`DbTime`] (UTC).
+fn time_column(row: &Row, name: &str) -> Result<DbTime, RepoError> {
+    let at: SystemTime = column(row, name)?;
+    DbTime::from_system_time(at)
+        .ok_or_else(|| RepoError::InvalidData(format!("column {name}: out of range")))
 }
 
+/// A nullable `timestamp` column.
+fn opt_time_column(row: &Row, name: &str) -> Result<Option<DbTime>, RepoError> {
+    let at: Option<SystemTime> = column(row, name)?;
+    at.map(|at| {
+        DbTime::from_system_time(at)
+            .ok_or_else(|| RepoError::InvalidData(format!("column {name}: out of range")))
+    })
+    .transpose()
+}
+
+/// An `integer` column as `i64`.
+fn int_column(row: &Row, name: &str) -> Result<i64, RepoError> {
+    column::<i32>(row, name).map(i64::from)
+}
+
+/// An `i64` of a row type for an `integer` column.
+fn to_int(value: i64, what: &str) -> Result<i32, RepoError> {
+    i32::try_from(value)
+        .map_err(|_| RepoError::InvalidData(format!("{what} {value} exceeds integer")))
+}
+
+fn identity_from_row(row: &Row) -> Result<IdentityRow, RepoError> {
+    Ok(IdentityRow {
+        uuid: column(row, "uuid")?,
+        schema_version: int_column(row, "schema_version")?,
+        campaign_id: column(row, "campaign_id")?,
+        first_seen_at: opt_time_column(row, "first_seen_at")?,
+        last_seen_at: opt_time_column(row, "last_seen_at")?,
+        created_at: time_column(row, "created_at")?,
+        updated_at: time_column(row, "updated_at")?,
+        confidence: column(row, "confidence")?,
+        observation_count: int_column(row, "observation_count")?,
+        ja3_hashes: column(row, "ja3_hashes")?,
+        hassh_hashes: column(row, "hassh_hashes")?,
+        ja4h_hashes: column(row, "ja4h_hashes")?,
+        ja4_quic_hashes: column(row, "ja4_quic_hashes")?,
+        http_versions_seen: column(row, "http_versions_seen")?,
+        tls_cert_sha256: column(row, "tls_cert_sha256")?,
+        ipv6_link_local_iids: column(row, "ipv6_link_local_iids")?,
+        payload_simhashes: column(row, "payload_simhashes")?,
+        c2_endpoints: column(row, "c2_endpoints")?,
+        kd_digraph_simhash: column::<Option<Vec<u8>>>(row, "kd_digraph_simhash")?.map(HexBytes),
+        merged_into_uuid: column(row, "merged_into_uuid")?,
+        notes: column(row, "notes")?,
+    })
+}
+
+fn campaign_from_row(row: &Row) -> Result<CampaignRow, RepoError> {
+    Ok(CampaignRow {
+        uuid: column(row, "uuid")?,
+        schema_version: int_column(row, "schema_version")?,
+        first_seen_at: opt_time_column(row, "first_seen_at")?,
+        last_seen_at: opt_time_column(row, "last_seen_at")?,
+        created_at: time_column(row, "created_at")?,
+        updated_at: time_column(row, "updated_at")?,
+        confidence: column(row, "confidence")?,
+        identity_count: int_column(row, "identity_count")?,
+        ja3_hashes: column(row, "ja3_hashes")?,
+        hassh_hashes: column(row, "hassh_hashes")?,
+        tls_cert_sha256: column(row, "tls_cert_sha256")?,
+        payload_simhashes: column(row, "payload_simhashes")?,
+        c2_endpoints: column(row, "c2_endpoints")?,
+        merged_into_uuid: column(row, "merged_into_uuid")?,
+        notes: column(row, "notes")?,
+    })
+}
+
+fn orchestrator_event_from_row(row: &Row) -> Result<OrchestratorEventRow, RepoError> {
+    Ok(OrchestratorEventRow {
+        uuid: column(row, "uuid")?,
+        ts: time_column(row, "ts")?,
+        kind: column(row, "kind")?,
+        protocol: column(row, "protocol")?,
+        action: column(row, "action")?,
+        src_decky_uuid: column(row, "src_decky_uuid")?,
+        dst_decky_uuid: column(row, "dst_decky_uuid")?,
+        success: column(row, "success")?,
+        payload: column(row, "payload")?,
+    })
+}
+
+fn mutation_from_row(row: &Row) -> Result<MutationRow, RepoError> {
+    Ok(MutationRow {
+        id: column(row, "id")?,
+        topology_id: column(row, "topology_id")?,
+        op: column(row, "op")?,
+        payload: column(row, "payload")?,
+        state: column(row, "state")?,
+        requested_at: time_column(row, "requested_at")?,
+        applied_at: opt_time_column(row, "applied_at")?,
+        reason: column(row, "reason")?,
+    })
+}
+
+fn log_from_row(row: &Row) -> Result<LogRow, RepoError> {
+    Ok(LogRow {
+        id: column(row, "id")?,
+        timestamp: time_column(row, "timestamp")?,
+        decky: column(row, "decky")?,
+        service: column(row, "service")?,
+        event_type: column(row, "event_type")?,
+        attacker_ip: column(row, "attacker_ip")?,
+        raw_line: column(row, "raw_line")?,
+        fields: column(row, "fields")?,
+        msg: column(row, "msg")?,
+        trace_id: column(row, "trace_id")?,
+        span_id: column(row, "span_id")?,
+    })
+}
+
+const RECENT_IDENTITIES: &str = "SELECT uuid, schema_version, campaign_id, first_seen_at, \
+     last_seen_at, created_at, updated_at, confidence, observation_count, ja3_hashes, \
+     hassh_hashes, ja4h_hashes, ja4_quic_hashes, http_versions_seen, tls_cert_sha256, \
+     ipv6_link_local_iids, payload_simhashes, c2_endpoints, kd_digraph_simhash, \
+     merged_into_uuid, notes FROM attacker_identities WHERE merged_into_uuid IS NULL \
+     ORDER BY updated_at DESC, uuid COLLATE \"C\" DESC LIMIT $1";
+
+const RECENT_CAMPAIGNS: &str = "SELECT uuid, schema_version, first_seen_at, last_seen_at, \
+     created_at, updated_at, confidence, identity_count, ja3_hashes, hassh_hashes, \
+     tls_cert_sha256, payload_simhashes, c2_endpoints, merged_into_uuid, notes FROM campaigns \
+     WHERE merged_into_uuid IS NULL ORDER BY updated_at DESC, uuid COLLATE \"C\" DESC LIMIT $1";
+
+const RECENT_ORCHESTRATOR_EVENTS: &str = "SELECT uuid, ts, kind, protocol, action, \
+     src_decky_uuid, dst_decky_uuid, success, payload FROM orchestrator_events \
+     ORDER BY ts DESC, uuid COLLATE \"C\" DESC LIMIT $1";
+
+/// Status and in-flight mutations in one statement: one snapshot.
+const TOPOLOGY_SNAPSHOT: &str = "SELECT t.status, m.id, m.topology_id, m.op, m.payload, \
+     m.state, m.requested_at, m.applied_at, m.reason FROM topologies t \
+     LEFT JOIN topology_mutations m ON m.topology_id = t.id AND m.state IN ('pending', 'applying') \
+     WHERE t.id = $1 \
+     ORDER BY CASE WHEN m.state = 'pending' THEN 0 ELSE 1 END, m.requested_at DESC, \
+     m.id COLLATE \"C\" DESC";
+
+const MAX_LOG_ID: &str = "SELECT COALESCE(MAX(id), 0)::bigint AS max_id FROM logs";
+
+const LOG_STATS: &str = "SELECT (SELECT count(*) FROM logs) AS total_logs, \
+     (SELECT count(DISTINCT attacker_ip) FROM logs) AS unique_attackers, \
+     (SELECT count(*) FROM topology_deckies WHERE state = 'running') AS running_topology_deckies, \
+     (SELECT count(*) FROM topology_deckies) AS topology_deckies";
+
 impl IdentityReader for PgRepository {
-    fn recent_identities(&self, _limit: u32) -> RepoFuture<'_, Vec<IdentityRow>> {
-        unsupported("recent_identities")
+    fn recent_identities(&self, limit: u32) -> RepoFuture<'_, Vec<IdentityRow>> {
+        self.bounded(async move {
+            let mut conn = self.conn().await?;
+            conn.query(RECENT_IDENTITIES, &[&i64::from(limit)])
+                .await?
+                .iter()
+                .map(identity_from_row)
+                .collect()
+        })
+        .boxed()
     }
 }
 
 impl CampaignReader for PgRepository {
-    fn recent_campaigns(&self, _limit: u32) -> RepoFuture<'_, Vec<CampaignRow>> {
-        unsupported("recent_campaigns")
+    fn recent_campaigns(&self, limit: u32) -> RepoFuture<'_, Vec<CampaignRow>> {
+        self.bounded(async move {
+            let mut conn = self.conn().await?;
+            conn.query(RECENT_CAMPAIGNS, &[&i64::from(limit)])
+                .await?
+                .iter()
+                .map(campaign_from_row)
+                .collect()
+        })
+        .boxed()
     }
 }
 
 impl OrchestratorReader for PgRepository {
-    fn recent_orchestrator_events(&self, _limit: u32) -> RepoFuture<'_, Vec<OrchestratorEventRow>> {
-        unsupported("recent_orchestrator_events")
+    fn recent_orchestrator_events(&self, limit: u32) -> RepoFuture<'_, Vec<OrchestratorEventRow>> {
+        self.bounded(async move {
+            let mut conn = self.conn().await?;
+            conn.query(RECENT_ORCHESTRATOR_EVENTS, &[&i64::from(limit)])
+                .await?
+                .iter()
+                .map(orchestrator_event_from_row)
+                .collect()
+        })
+        .boxed()
     }
 }
 
 impl TopologyReader for PgRepository {
-    fn topology_snapshot<'a>(&'a self, _id: &'a str) -> RepoFuture<'a, Option<TopologySnapshot>> {
-        unsupported("topology_snapshot")
+    fn topology_snapshot<'a>(
+        &'a self,
+        topology_id: &'a str,
+    ) -> RepoFuture<'a, Option<TopologySnapshot>> {
+        self.bounded(async move {
+            let mut conn = self.conn().await?;
+            let rows = conn.query(TOPOLOGY_SNAPSHOT, &[&topology_id]).await?;
+            let Some(first) = rows.first() else {
+                return Ok(None);
+            };
+            let status: String = column(first, "status")?;
+            let mut in_flight = Vec::new();
+            for row in &rows {
+                if column::<Option<String>>(row, "id")?.is_some() {
+                    in_flight.push(mutation_from_row(row)?);
+                }
+            }
+            Ok(Some(TopologySnapshot { status, in_flight }))
+        })
+        .boxed()
     }
 }
 
 impl LogReader for PgRepository {
     fn max_log_id(&self) -> RepoFuture<'_, i64> {
-        unsupported("max_log_id")
+        self.bounded(async move {
+            let mut conn = self.conn().await?;
+            match conn.query_opt(MAX_LOG_ID, &[]).await? {
+                Some(row) => column(&row, "max_id"),
+                None => Err(RepoError::InvalidData("max(id) returned no row".into())),
+            }
+        })
+        .boxed()
     }
 
     fn logs_after_id<'a>(
         &'a self,
-        _after: i64,
-        _limit: u32,
-        _filter: &'a LogFilter,
+        after: i64,
+        limit: u32,
+        filter: &'a LogFilter,
     ) -> RepoFuture<'a, Vec<LogRow>> {
-        unsupported("logs_after_id")
+        self.bounded(async move {
+            let filter = conditions(filter, Dialect::Postgres, 3);
+            let sql = format!(
+                "SELECT id, \"timestamp\", decky, service, event_type, attacker_ip, raw_line, \
+                 fields, msg, trace_id, span_id FROM logs WHERE id > $1{} ORDER BY id LIMIT $2",
+                filter.and_clause()
+            );
+            let limit = i64::from(limit);
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&after, &limit];
+            params.extend(filter.binds.iter().map(|b| b as &(dyn ToSql + Sync)));
+            let mut conn = self.conn().await?;
+            conn.query_uncached(&sql, &params)
+                .await?
+                .iter()
+                .map(log_from_row)
+                .collect()
+        })
+        .boxed()
     }
 
     fn log_stats(&self) -> RepoFuture<'_, LogStats> {
-        unsupported("log_stats")
+        self.bounded(async move {
+            let mut conn = self.conn().await?;
+            let Some(row) = conn.query_opt(LOG_STATS, &[]).await? else {
+                return Err(RepoError::InvalidData("stats returned no row".into()));
+            };
+            Ok(LogStats {
+                total_logs: column(&row, "total_logs")?,
+                unique_attackers: column(&row, "unique_attackers")?,
+                running_topology_deckies: column(&row, "running_topology_deckies")?,
+                topology_deckies: column(&row, "topology_deckies")?,
+            })
+        })
+        .boxed()
     }
 
+    /// SQLite's buckets: the time rounded to milliseconds, then whole
+    /// seconds, then the bucket; labelled `YYYY-MM-DD HH:MM:SS` here.
     fn log_histogram<'a>(
         &'a self,
-        _filter: &'a LogFilter,
-        _interval_minutes: u32,
+        filter: &'a LogFilter,
+        interval_minutes: u32,
     ) -> RepoFuture<'a, Vec<HistogramBucket>> {
-        unsupported("log_histogram")
+        self.bounded(async move {
+            let width = i64::from(interval_minutes.max(1)) * 60;
+            let filter = conditions(filter, Dialect::Postgres, 1);
+            let sql = format!(
+                "SELECT (floor(round(extract(epoch FROM \"timestamp\") * 1000) / {ms}) * {width})::bigint \
+                 AS bucket, count(*) AS n FROM logs{} GROUP BY 1 ORDER BY 1",
+                filter.where_clause(),
+                ms = width * 1000,
+            );
+            let params: Vec<&(dyn ToSql + Sync)> =
+                filter.binds.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
+            let mut conn = self.conn().await?;
+            conn.query_uncached(&sql, &params)
+                .await?
+                .iter()
+                .map(|row| {
+                    let start: i64 = column(row, "bucket")?;
+                    Ok(HistogramBucket {
+                        time: DbTime::from_unix_micros(start.saturating_mul(1_000_000))
+                            .map(DbTime::to_sql_seconds),
+                        count: column(row, "n")?,
+                    })
+                })
+                .collect()
+        })
+        .boxed()
     }
 }
 
@@ -916,47 +1246,252 @@ impl RepositoryWriter for PgRepository {
         .boxed()
     }
 
-    fn upsert_identity<'a>(&'a self, _identity: &'a IdentityRow) -> RepoFuture<'a, ()> {
-        unsupported("upsert_identity")
+    fn upsert_identity<'a>(&'a self, identity: &'a IdentityRow) -> RepoFuture<'a, ()> {
+        self.bounded(async move {
+            let i = identity;
+            let schema_version = to_int(i.schema_version, "schema_version")?;
+            let observation_count = to_int(i.observation_count, "observation_count")?;
+            let first_seen_at = i.first_seen_at.map(DbTime::to_system_time);
+            let last_seen_at = i.last_seen_at.map(DbTime::to_system_time);
+            let created_at = i.created_at.to_system_time();
+            let updated_at = i.updated_at.to_system_time();
+            let simhash = i.kd_digraph_simhash.as_ref().map(|h| h.0.as_slice());
+            let mut conn = self.conn().await?;
+            conn.query(
+                UPSERT_IDENTITY,
+                &[
+                    &i.uuid,
+                    &schema_version,
+                    &i.campaign_id,
+                    &first_seen_at,
+                    &last_seen_at,
+                    &created_at,
+                    &updated_at,
+                    &i.confidence,
+                    &observation_count,
+                    &i.ja3_hashes,
+                    &i.hassh_hashes,
+                    &i.ja4h_hashes,
+                    &i.ja4_quic_hashes,
+                    &i.http_versions_seen,
+                    &i.tls_cert_sha256,
+                    &i.ipv6_link_local_iids,
+                    &i.payload_simhashes,
+                    &i.c2_endpoints,
+                    &simhash,
+                    &i.merged_into_uuid,
+                    &i.notes,
+                ],
+            )
+            .await
+            .map(drop)
+        })
+        .boxed()
     }
 
-    fn upsert_campaign<'a>(&'a self, _campaign: &'a CampaignRow) -> RepoFuture<'a, ()> {
-        unsupported("upsert_campaign")
+    fn upsert_campaign<'a>(&'a self, campaign: &'a CampaignRow) -> RepoFuture<'a, ()> {
+        self.bounded(async move {
+            let c = campaign;
+            let schema_version = to_int(c.schema_version, "schema_version")?;
+            let identity_count = to_int(c.identity_count, "identity_count")?;
+            let first_seen_at = c.first_seen_at.map(DbTime::to_system_time);
+            let last_seen_at = c.last_seen_at.map(DbTime::to_system_time);
+            let created_at = c.created_at.to_system_time();
+            let updated_at = c.updated_at.to_system_time();
+            let mut conn = self.conn().await?;
+            conn.query(
+                UPSERT_CAMPAIGN,
+                &[
+                    &c.uuid,
+                    &schema_version,
+                    &first_seen_at,
+                    &last_seen_at,
+                    &created_at,
+                    &updated_at,
+                    &c.confidence,
+                    &identity_count,
+                    &c.ja3_hashes,
+                    &c.hassh_hashes,
+                    &c.tls_cert_sha256,
+                    &c.payload_simhashes,
+                    &c.c2_endpoints,
+                    &c.merged_into_uuid,
+                    &c.notes,
+                ],
+            )
+            .await
+            .map(drop)
+        })
+        .boxed()
     }
 
     fn insert_orchestrator_event<'a>(
         &'a self,
-        _event: &'a OrchestratorEventRow,
+        event: &'a OrchestratorEventRow,
     ) -> RepoFuture<'a, ()> {
-        unsupported("insert_orchestrator_event")
+        self.bounded(async move {
+            let e = event;
+            let ts = e.ts.to_system_time();
+            let mut conn = self.conn().await?;
+            conn.query(
+                INSERT_ORCHESTRATOR_EVENT,
+                &[
+                    &e.uuid,
+                    &ts,
+                    &e.kind,
+                    &e.protocol,
+                    &e.action,
+                    &e.src_decky_uuid,
+                    &e.dst_decky_uuid,
+                    &e.success,
+                    &e.payload,
+                ],
+            )
+            .await
+            .map(drop)
+            .map_err(|err| constraint_to_invalid(err, &format!("orchestrator event {}", e.uuid)))
+        })
+        .boxed()
     }
 
     fn upsert_topology<'a>(
         &'a self,
-        _id: &'a str,
-        _name: &'a str,
-        _status: &'a str,
+        id: &'a str,
+        name: &'a str,
+        status: &'a str,
     ) -> RepoFuture<'a, ()> {
-        unsupported("upsert_topology")
+        self.bounded(async move {
+            let mut conn = self.conn().await?;
+            conn.query(UPSERT_TOPOLOGY, &[&id, &name, &status])
+                .await
+                .map(drop)
+                .map_err(|err| constraint_to_invalid(err, &format!("topology {id}")))
+        })
+        .boxed()
     }
 
-    fn upsert_mutation<'a>(&'a self, _mutation: &'a MutationRow) -> RepoFuture<'a, ()> {
-        unsupported("upsert_mutation")
+    fn upsert_mutation<'a>(&'a self, mutation: &'a MutationRow) -> RepoFuture<'a, ()> {
+        self.bounded(async move {
+            let m = mutation;
+            let requested_at = m.requested_at.to_system_time();
+            let applied_at = m.applied_at.map(DbTime::to_system_time);
+            let mut conn = self.conn().await?;
+            conn.query(
+                UPSERT_MUTATION,
+                &[
+                    &m.id,
+                    &m.topology_id,
+                    &m.op,
+                    &m.payload,
+                    &m.state,
+                    &requested_at,
+                    &applied_at,
+                    &m.reason,
+                ],
+            )
+            .await
+            .map(drop)
+        })
+        .boxed()
     }
 
     fn insert_topology_decky<'a>(
         &'a self,
-        _topology_id: &'a str,
-        _name: &'a str,
-        _state: &'a str,
+        topology_id: &'a str,
+        name: &'a str,
+        state: &'a str,
     ) -> RepoFuture<'a, ()> {
-        unsupported("insert_topology_decky")
+        self.bounded(async move {
+            let mut conn = self.conn().await?;
+            conn.query(INSERT_TOPOLOGY_DECKY, &[&topology_id, &name, &state])
+                .await
+                .map(drop)
+                .map_err(|err| {
+                    constraint_to_invalid(err, &format!("decky {name} of topology {topology_id}"))
+                })
+        })
+        .boxed()
     }
 
-    fn insert_log<'a>(&'a self, _row: &'a LogRow) -> RepoFuture<'a, i64> {
-        unsupported("insert_log")
+    fn insert_log<'a>(&'a self, row: &'a LogRow) -> RepoFuture<'a, i64> {
+        self.bounded(async move {
+            let timestamp = row.timestamp.to_system_time();
+            let mut conn = self.conn().await?;
+            let inserted = conn
+                .query_opt(
+                    INSERT_LOG,
+                    &[
+                        &timestamp,
+                        &row.decky,
+                        &row.service,
+                        &row.event_type,
+                        &row.attacker_ip,
+                        &row.raw_line,
+                        &row.fields,
+                        &row.msg,
+                        &row.trace_id,
+                        &row.span_id,
+                    ],
+                )
+                .await?;
+            match inserted {
+                Some(inserted) => column(&inserted, "id"),
+                None => Err(RepoError::InvalidData("INSERT returned no id".into())),
+            }
+        })
+        .boxed()
     }
 }
+
+const UPSERT_IDENTITY: &str = "INSERT INTO attacker_identities (uuid, schema_version, \
+     campaign_id, first_seen_at, last_seen_at, created_at, updated_at, confidence, \
+     observation_count, ja3_hashes, hassh_hashes, ja4h_hashes, ja4_quic_hashes, \
+     http_versions_seen, tls_cert_sha256, ipv6_link_local_iids, payload_simhashes, c2_endpoints, \
+     kd_digraph_simhash, merged_into_uuid, notes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+     $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) ON CONFLICT (uuid) DO UPDATE SET \
+     schema_version = EXCLUDED.schema_version, campaign_id = EXCLUDED.campaign_id, \
+     first_seen_at = EXCLUDED.first_seen_at, last_seen_at = EXCLUDED.last_seen_at, \
+     created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, \
+     confidence = EXCLUDED.confidence, observation_count = EXCLUDED.observation_count, \
+     ja3_hashes = EXCLUDED.ja3_hashes, hassh_hashes = EXCLUDED.hassh_hashes, \
+     ja4h_hashes = EXCLUDED.ja4h_hashes, ja4_quic_hashes = EXCLUDED.ja4_quic_hashes, \
+     http_versions_seen = EXCLUDED.http_versions_seen, tls_cert_sha256 = EXCLUDED.tls_cert_sha256, \
+     ipv6_link_local_iids = EXCLUDED.ipv6_link_local_iids, \
+     payload_simhashes = EXCLUDED.payload_simhashes, c2_endpoints = EXCLUDED.c2_endpoints, \
+     kd_digraph_simhash = EXCLUDED.kd_digraph_simhash, \
+     merged_into_uuid = EXCLUDED.merged_into_uuid, notes = EXCLUDED.notes";
+
+const UPSERT_CAMPAIGN: &str = "INSERT INTO campaigns (uuid, schema_version, first_seen_at, \
+     last_seen_at, created_at, updated_at, confidence, identity_count, ja3_hashes, hassh_hashes, \
+     tls_cert_sha256, payload_simhashes, c2_endpoints, merged_into_uuid, notes) VALUES ($1, $2, \
+     $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (uuid) DO UPDATE SET \
+     schema_version = EXCLUDED.schema_version, first_seen_at = EXCLUDED.first_seen_at, \
+     last_seen_at = EXCLUDED.last_seen_at, created_at = EXCLUDED.created_at, \
+     updated_at = EXCLUDED.updated_at, confidence = EXCLUDED.confidence, \
+     identity_count = EXCLUDED.identity_count, ja3_hashes = EXCLUDED.ja3_hashes, \
+     hassh_hashes = EXCLUDED.hassh_hashes, tls_cert_sha256 = EXCLUDED.tls_cert_sha256, \
+     payload_simhashes = EXCLUDED.payload_simhashes, c2_endpoints = EXCLUDED.c2_endpoints, \
+     merged_into_uuid = EXCLUDED.merged_into_uuid, notes = EXCLUDED.notes";
+
+const INSERT_ORCHESTRATOR_EVENT: &str = "INSERT INTO orchestrator_events (uuid, ts, kind, \
+     protocol, action, src_decky_uuid, dst_decky_uuid, success, payload) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+const UPSERT_TOPOLOGY: &str = "INSERT INTO topologies (id, name, status) VALUES ($1, $2, $3) \
+     ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, status = EXCLUDED.status";
+
+const UPSERT_MUTATION: &str = "INSERT INTO topology_mutations (id, topology_id, op, payload, \
+     state, requested_at, applied_at, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT (id) DO UPDATE SET topology_id = EXCLUDED.topology_id, op = EXCLUDED.op, \
+     payload = EXCLUDED.payload, state = EXCLUDED.state, requested_at = EXCLUDED.requested_at, \
+     applied_at = EXCLUDED.applied_at, reason = EXCLUDED.reason";
+
+const INSERT_TOPOLOGY_DECKY: &str =
+    "INSERT INTO topology_deckies (topology_id, name, state) VALUES ($1, $2, $3)";
+
+const INSERT_LOG: &str = "INSERT INTO logs (\"timestamp\", decky, service, event_type, \
+     attacker_ip, raw_line, fields, msg, trace_id, span_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id";
 
 #[cfg(test)]
 mod tests {

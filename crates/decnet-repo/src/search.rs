@@ -108,6 +108,54 @@ impl LogFilter {
     }
 }
 
+/// Whether SQLite's NUMERIC affinity turns `text` into a number when it is
+/// compared with a `DATETIME` column (`logs.timestamp`): an integer or real
+/// literal (optional sign, digits with an optional `.`, an optional exponent),
+/// with optional leading and trailing ASCII white space, as SQLite's own
+/// `sqlite3AtoF` reads it. Hexadecimal, `Infinity`, `NaN`, `1e` are text.
+///
+/// Such a bound is then a number, which sorts below every text value: a
+/// numeric `start_time` keeps every row and a numeric `end_time` none.
+pub(crate) fn sqlite_numeric(text: &str) -> bool {
+    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    let skip_digits = |i: &mut usize| {
+        let start = *i;
+        while bytes.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i - start
+    };
+    while bytes.get(i).copied().is_some_and(is_space) {
+        i += 1;
+    }
+    if matches!(bytes.get(i), Some(b'+' | b'-')) {
+        i += 1;
+    }
+    let mut digits = skip_digits(&mut i);
+    if bytes.get(i) == Some(&b'.') {
+        i += 1;
+        digits += skip_digits(&mut i);
+    }
+    if digits == 0 {
+        return false;
+    }
+    if matches!(bytes.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(bytes.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if skip_digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    while bytes.get(i).copied().is_some_and(is_space) {
+        i += 1;
+    }
+    i == bytes.len()
+}
+
 fn term(token: &str) -> Option<SearchTerm> {
     match token.split_once(':') {
         Some((key, value)) => match LogColumn::from_key(key) {
@@ -231,6 +279,21 @@ mod tests {
     fn unbalanced_quotes_fall_back_to_whitespace() {
         assert_eq!(split(r#"say "hello world"#), ["say", "\"hello", "world"]);
         assert_eq!(split(r"trailing \"), ["trailing", "\\"]);
+    }
+
+    #[test]
+    fn numeric_bounds_follow_sqlite_affinity() {
+        for numeric in [
+            "2026", " 2026 ", "+1.5", "-7", "5.", ".5", "1e3", "1E-3", "\t9\r\n",
+        ] {
+            assert!(sqlite_numeric(numeric), "{numeric:?}");
+        }
+        for text in [
+            "", " ", ".", "+", "1e", "1e+", "0x10", "Infinity", "inf", "NaN", "2026-06", "1_000",
+            "12:00", "1.2.3", "\u{a0}1",
+        ] {
+            assert!(!sqlite_numeric(text), "{text:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Shared fixtures for decnet-events tests.
 //!
 //! What it is: the one place that decides whether a test that needs a real
-//! PostgreSQL, Redis or NATS server runs, fails, or is skipped, and helpers that
+//! PostgreSQL, MySQL (MariaDB), Redis or NATS server runs, fails, or is skipped, and helpers that
 //! start private server processes for tests that kill or restart a broker.
 //! What it is not: a mock of any of those servers; every test that asks for one
 //! talks to the real thing.
@@ -13,7 +13,7 @@
 //!
 //! The policy, shared with `cargo xtask test`:
 //! - a test reads its server URL from `DECNET_TEST_DATABASE_URL`,
-//!   `DECNET_TEST_REDIS_URL` or `DECNET_TEST_NATS_URL`;
+//!   `DECNET_TEST_MYSQL_URL`, `DECNET_TEST_REDIS_URL` or `DECNET_TEST_NATS_URL`;
 //! - when the variable is unset and `CI` is set, the test fails naming the
 //!   variable (a CI run must never pass without its services);
 //! - otherwise it prints a loud `SKIPPED` line and returns early.
@@ -21,8 +21,8 @@
 //! `cargo xtask test` sets the variables when the services answer, and when one
 //! does not, it filters the tests out by name, so the runner reports them as
 //! skipped instead of passed. Tests that need a service therefore carry the
-//! marker `svc_postgres`, `svc_redis` or `svc_nats` in their path (a module
-//! named like that is the usual way).
+//! marker `svc_postgres`, `svc_mysql`, `svc_redis` or `svc_nats` in their path
+//! (a module named like that is the usual way).
 
 use std::net::TcpListener;
 
@@ -31,6 +31,10 @@ use std::net::TcpListener;
 pub enum Service {
     /// PostgreSQL, URL from `DECNET_TEST_DATABASE_URL`.
     Postgres,
+    /// MySQL or MariaDB, URL from `DECNET_TEST_MYSQL_URL` (a server URL
+    /// without a database, e.g. `mysql://root@127.0.0.1:3306`: tests create
+    /// and drop a database of their own).
+    Mysql,
     /// Redis, URL from `DECNET_TEST_REDIS_URL`.
     Redis,
     /// NATS, URL from `DECNET_TEST_NATS_URL`.
@@ -42,6 +46,7 @@ impl Service {
     pub fn env_var(self) -> &'static str {
         match self {
             Service::Postgres => "DECNET_TEST_DATABASE_URL",
+            Service::Mysql => "DECNET_TEST_MYSQL_URL",
             Service::Redis => "DECNET_TEST_REDIS_URL",
             Service::Nats => "DECNET_TEST_NATS_URL",
         }
@@ -51,6 +56,7 @@ impl Service {
     pub fn marker(self) -> &'static str {
         match self {
             Service::Postgres => "svc_postgres",
+            Service::Mysql => "svc_mysql",
             Service::Redis => "svc_redis",
             Service::Nats => "svc_nats",
         }
