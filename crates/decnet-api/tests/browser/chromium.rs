@@ -26,21 +26,27 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// `None` after saying why: a loud `SKIPPED` line off CI; on CI (`CI` set
 /// and not `false`) a missing browser fails the test instead.
 pub(crate) fn chromium_or_skip(test: &str) -> Option<PathBuf> {
-    let found = match std::env::var_os("DECNET_TEST_CHROMIUM") {
+    let (found, why) = match std::env::var_os("DECNET_TEST_CHROMIUM") {
         Some(path) => {
             let path = PathBuf::from(path);
-            is_executable(&path).then_some(path)
+            let why = format!(
+                "no Chromium: DECNET_TEST_CHROMIUM={} is not an executable file",
+                path.display()
+            );
+            (is_executable(&path).then_some(path), why)
         }
-        None => std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join("chromium"))
-                .find(|candidate| is_executable(candidate))
-        }),
+        None => (
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|dir| dir.join("chromium"))
+                    .find(|candidate| is_executable(candidate))
+            }),
+            "no Chromium: no `chromium` on PATH and DECNET_TEST_CHROMIUM unset".to_owned(),
+        ),
     };
     if found.is_some() {
         return found;
     }
-    let why = "no Chromium: neither DECNET_TEST_CHROMIUM (a path) nor `chromium` on PATH";
     let on_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
     assert!(
         !on_ci,
