@@ -9,6 +9,10 @@
 //!   (printed and written to `target/browser-findings.txt`), not a failure;
 //!   that at least one stream is live there is asserted.
 //!
+//! On every page, in both runs: no script exception, no console error and
+//! no CSP violation (the console runs under its strict policy in a real
+//! browser).
+//!
 //! One Chromium serves both runs, each in its own browser context (its own
 //! connection pool). It is driven over the DevTools protocol; each page's
 //! state is read from the console's `data-state` / `data-live-events`.
@@ -141,6 +145,12 @@ struct Run {
     stream_requests: usize,
     /// Streams the server had open (`decnet_sse_streams_active`).
     server_streams: i64,
+    /// Tickets minted and not yet redeemed (`decnet_tickets_live`): those
+    /// of streams that wait in the browser's queue.
+    server_tickets: i64,
+    /// Script exceptions, console errors and browser log errors (a CSP
+    /// violation among them), as `page N: text`.
+    page_errors: Vec<String>,
     took: Duration,
 }
 
@@ -269,11 +279,13 @@ impl Run {
         let _ = write!(
             line,
             "; the live streams over {} connection(s), the pages over {} in all; \
-             {} of {total} stream requests sent, {} streams open on the server; settled in {:.1} s",
+             {} of {total} stream requests sent, {} streams open on the server, \
+             {} tickets minted and not redeemed; settled in {:.1} s",
             self.stream_connections().len(),
             self.connections.len(),
             self.stream_requests,
             self.server_streams,
+            self.server_tickets,
             self.took.as_secs_f64()
         );
         line
@@ -375,7 +387,9 @@ async fn run(
             .expect("a target id")
             .to_owned();
         let mut page = Cdp::connect(&chromium.page_ws(&target)).await;
-        page.call("Network.enable", json!({})).await;
+        for domain in ["Network", "Runtime", "Log"] {
+            page.call(&format!("{domain}.enable"), json!({})).await;
+        }
         pages.push(page);
     }
     // All eight at once; typed into the address bar, as it were: no referrer,
@@ -429,12 +443,26 @@ async fn run(
     let mut streams = Vec::new();
     let mut connections = BTreeSet::new();
     let mut stream_requests = 0;
-    for page_events in &events {
+    let mut page_errors = Vec::new();
+    for (i, page_events) in events.iter().enumerate() {
         let mut page_streams = Vec::new();
         for event in page_events {
             let method = event.get("method").and_then(Value::as_str).unwrap_or("");
             let params = &event["params"];
             let is_stream = params.get("type").and_then(Value::as_str) == Some("EventSource");
+            let error = match method {
+                "Runtime.exceptionThrown" => Some(params["exceptionDetails"].to_string()),
+                "Runtime.consoleAPICalled" if params["type"] == "error" => {
+                    Some(params["args"].to_string())
+                }
+                "Log.entryAdded" if params["entry"]["level"] == "error" => {
+                    Some(params["entry"]["text"].to_string())
+                }
+                _ => None,
+            };
+            if let Some(error) = error {
+                page_errors.push(format!("page {}: {method}: {error}", i + 1));
+            }
             match method {
                 "Network.requestWillBeSent" if is_stream => stream_requests += 1,
                 "Network.responseReceived" => {
@@ -469,13 +497,16 @@ async fn run(
         streams.push(page_streams);
     }
 
-    let server_streams = front
-        .app
-        .metrics_text()
-        .lines()
-        .find_map(|l| l.strip_prefix("decnet_sse_streams_active "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("the decnet_sse_streams_active gauge");
+    let metrics = front.app.metrics_text();
+    let gauge = |name: &str| -> i64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} gauge in\n{metrics}"))
+    };
+    let server_streams = gauge("decnet_sse_streams_active");
+    let server_tickets = gauge("decnet_tickets_live");
     drop(pages);
     browser
         .call(
@@ -495,6 +526,8 @@ async fn run(
         connections,
         stream_requests,
         server_streams,
+        server_tickets,
+        page_errors,
         took,
     }
 }
@@ -537,6 +570,12 @@ async fn eight_attacker_detail_pages_stream_over_h2_and_stall_over_http1() {
         assert_eq!(page.protocol, "h2", "page {} loaded over h2", i + 1);
     }
     assert_eq!(h2.server_streams, 16, "the server holds the 16 streams");
+    assert_eq!(h2.server_tickets, 0, "every ticket was redeemed");
+    assert!(
+        h2.page_errors.is_empty(),
+        "no script error, console error or CSP violation over h2:\n{}",
+        h2.page_errors.join("\n")
+    );
     for stream in h2.streams.iter().flatten() {
         assert_eq!(stream.protocol, "h2", "{stream:?}");
         assert_eq!(stream.status, 200, "{stream:?}");
@@ -552,6 +591,11 @@ async fn eight_attacker_detail_pages_stream_over_h2_and_stall_over_http1() {
         "over HTTP/1.1 at least one stream is live:\n{}{}",
         h1.table(),
         chromium.log_tail()
+    );
+    assert!(
+        h1.page_errors.is_empty(),
+        "no script error, console error or CSP violation over HTTP/1.1:\n{}",
+        h1.page_errors.join("\n")
     );
     let (stalled, explained) = h1.explained();
     assert_eq!(
