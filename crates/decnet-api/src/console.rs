@@ -269,8 +269,18 @@ mod tests {
             }
             buttons += 1;
         }
+        // The buttons of the panel template (one per stream panel, no id).
+        for (at, _) in html.match_indices("<button data-part=\"") {
+            let rest = &html[at + "<button data-part=\"".len()..];
+            let part = &rest[..rest.find('"').expect("part end")];
+            assert!(
+                js.contains(&format!("p.{part}.addEventListener('click'")),
+                "panel button {part} has no click handler"
+            );
+            buttons += 1;
+        }
         assert!(buttons >= 6, "{buttons}");
-        for id in ["kind", "show", "remember"] {
+        for id in ["kind", "also", "show", "remember"] {
             assert!(
                 js.contains(&format!("ui.{id}.addEventListener('change'")),
                 "{id} has no change handler"
@@ -282,6 +292,133 @@ mod tests {
             let id = &rest[..rest.find('\'').expect("id end")];
             assert!(html.contains(&format!("id=\"{id}\"")), "no element #{id}");
         }
+        // Every part of a panel the script looks up is in the template.
+        let mut parts = 0;
+        for (at, _) in js.match_indices("part('") {
+            let rest = &js[at + "part('".len()..];
+            let part = &rest[..rest.find('\'').expect("part end")];
+            assert!(
+                html.contains(&format!("data-part=\"{part}\"")),
+                "no panel part {part}"
+            );
+            parts += 1;
+        }
+        assert!(parts >= 9, "{parts}");
+    }
+
+    #[tokio::test]
+    async fn the_second_stream_is_its_own_panel_with_a_state_for_tools() {
+        let app = new_app(AppConfig::default());
+        let (_, _, html) = get(&app, "/").await;
+        let (_, _, js) = get(&app, "/console.js").await;
+        let (_, _, css) = get(&app, "/console.css").await;
+        // The second picker offers none and every kind the first one does.
+        let select = |id: &str| {
+            let start = html
+                .find(&format!("<select id=\"{id}\">"))
+                .unwrap_or_else(|| panic!("select #{id}"));
+            let end = start + html[start..].find("</select>").expect("select end");
+            html[start..end]
+                .match_indices("<option value=\"")
+                .map(|(at, _)| {
+                    let rest = &html[start + at + "<option value=\"".len()..];
+                    rest[..rest.find('"').expect("value end")].to_owned()
+                })
+                .collect::<Vec<_>>()
+        };
+        let kinds = select("kind");
+        let also = select("also");
+        assert_eq!(kinds.len(), 6, "{kinds:?}");
+        assert_eq!(also[0], "", "none comes first: {also:?}");
+        assert_eq!(also[1..], kinds[..]);
+        // One template, cloned per panel, carrying the machine-readable state.
+        assert_eq!(html.matches("<template id=\"paneltpl\">").count(), 1);
+        assert!(
+            html.contains("<section class=\"panel\" data-state=\"idle\" data-live-events=\"0\">"),
+            "the template's initial state"
+        );
+        assert!(js.contains("const panels = [makePanel(0), makePanel(1)];"));
+        assert!(js.contains("p.root.dataset.state = state;"));
+        assert!(js.contains("p.root.dataset.liveEvents = String(p.live);"));
+        // Every state the script sets is one of the documented ones, and the
+        // ones that are not the resting states have a colour.
+        let documented = ["idle", "connecting", "open", "retry", "error", "closed"];
+        for (at, _) in js.match_indices("setStatus(") {
+            let call = &js[at..at + js[at..].find(";\n").expect("call end")];
+            if call.starts_with("setStatus(p, text, state)") {
+                continue;
+            }
+            let state = call
+                .rsplit('\'')
+                .nth(1)
+                .unwrap_or_else(|| panic!("no literal state: {call}"));
+            assert!(documented.contains(&state), "{state} in {call}");
+        }
+        for state in ["connecting", "open", "retry", "error"] {
+            assert!(
+                css.contains(&format!(".panel[data-state=\"{state}\"]")),
+                "no style for {state}"
+            );
+        }
+        // The user's own stops are `closed`; the rest of the stops are `error`.
+        assert!(js.contains("stopAll('disconnected by user', 'closed')"));
+        assert!(js.contains("stop(p, 'token forgotten', 'closed')"));
+        assert!(js.contains("setStatus(p, 'stopped: ' + reason, state || 'error')"));
+        // Each panel has its own session, ticket and reconnect loop.
+        assert!(js.contains("p.session = { panel: p, token"));
+        assert!(js.contains("function isCurrent(s) { return s === s.panel.session; }"));
+        assert!(!js.contains("let session"), "no page-wide session");
+        // The fragment names the second stream, and never carries the token back.
+        for needle in [
+            "f.set('also', second.kind)",
+            "f.set('alsokey', second.key)",
+            "frag.get('alsokey')",
+        ] {
+            assert!(js.contains(needle), "{needle}");
+        }
+        assert!(!js.contains("f.set('token'"));
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_does_not_open_is_explained() {
+        let app = new_app(AppConfig::default());
+        let (_, _, js) = get(&app, "/console.js").await;
+        // The browser queues a stream past its connections with no error:
+        // after SLOW_OPEN_MS the panel says what is pending, and why on HTTP/1.1.
+        assert!(js.contains("const SLOW_OPEN_MS = 8000;"));
+        let start = js.find("async function open(s) {").expect("open");
+        let end = start + js[start..].find("\n  }\n").expect("end of open");
+        let open = &js[start..end];
+        assert!(
+            open.contains("watchSlowOpen(s, 'the ticket request');"),
+            "{open}"
+        );
+        assert!(
+            open.contains("watchSlowOpen(s, 'the stream request');"),
+            "{open}"
+        );
+        let start = js.find("function watchSlowOpen(").expect("watchSlowOpen");
+        let end = start + js[start..].find("\n  }\n").expect("end of watchSlowOpen");
+        let watch = &js[start..end];
+        for needle in [
+            "if (!isCurrent(s) || s.opened) return;",
+            "HTTP/1.1",
+            "at most 6 connections",
+            "over HTTPS",
+            "'connecting')",
+        ] {
+            assert!(watch.contains(needle), "{needle}: {watch}");
+        }
+        // Cleared wherever the wait ends: opened, failed, retried, torn down.
+        for function in ["function teardown(", "function onError(", "function retry("] {
+            let start = js.find(function).expect(function);
+            let end = start + js[start..].find("\n  }\n").expect("function end");
+            assert!(
+                js[start..end].contains("clearTimeout(s.slow);"),
+                "{function} clears the slow-open timer"
+            );
+        }
+        assert!(js.contains("s.opened = true;\n      clearTimeout(s.slow);"));
     }
 
     #[tokio::test]

@@ -2,6 +2,10 @@
 // inline script, inline style and eval: keep it that way (text goes in with
 // textContent, never parsed as markup; no style attributes; no string-to-code).
 //
+// One page holds one or two streams (the `also` selector: DECNET's
+// AttackerDetail holds the attacker and identities streams at once), each in
+// its own panel with its own ticket, reconnect loop and counters.
+//
 // Token handling: the JWT lives in this page's memory and is sent only as a
 // Bearer header to POST /api/v1/auth/sse-ticket; streams are opened with the
 // single-use ticket. It is written to localStorage only while "remember token
@@ -16,6 +20,9 @@
   const MAX_ROWS = 500;
   const MAX_LOG_ROWS = 200;
   const BACKOFF_MAX_MS = 15000;
+  // A stream still not open after this long is most likely queued by the
+  // browser (HTTP/1.1: six connections per server, each open stream holds one).
+  const SLOW_OPEN_MS = 8000;
   // Names every stream may send besides its own; `error` is handled apart.
   const COMMON = ['snapshot', 'resync', 'message'];
   const BADGE = {
@@ -178,22 +185,53 @@
   const $ = (id) => document.getElementById(id);
   const ui = {
     form: $('form'), kind: $('kind'), key: $('key'), keyname: $('keyname'), token: $('token'), extra: $('extra'),
+    also: $('also'), alsokey: $('alsokey'), alsokeyname: $('alsokeyname'),
     show: $('show'), remember: $('remember'), disconnect: $('disconnect'), forget: $('forget'),
-    clear: $('clear'), status: $('status'), statebox: $('statebox'), counters: $('counters'), subtitle: $('subtitle'),
-    snaptitle: $('snaptitle'), snapmeta: $('snapmeta'), notice: $('notice'), snaphead: $('snaphead'),
-    snapbody: $('snapbody'), events: $('events'), prompt: $('prompt'), prompttext: $('prompttext'),
-    promptuse: $('promptuse'), promptdiscard: $('promptdiscard'),
+    subtitle: $('subtitle'), panels: $('panels'), paneltpl: $('paneltpl'),
+    prompt: $('prompt'), prompttext: $('prompttext'), promptuse: $('promptuse'), promptdiscard: $('promptdiscard'),
   };
 
-  let session = null;          // the one active connection attempt chain, or null
-  const counts = new Map();    // frames received by event name
-  let reconnects = 0;
-  let pendingNotice = '';      // resync notice shown with the snapshot that follows it
   let pendingToken = '';       // a token from another origin's link, awaiting the user's answer
-  const keys = {};             // the key field's value per kind
-  let shownKind = '';
-  let logRows = [];            // the logs kind's rows, newest first
-  let logStats = null;
+
+  // ---------- the two stream pickers and their panels ----------
+  // A picker is a kind selector and its key field; the second may pick no kind.
+  // keys: the key field's value per kind, kept while another kind is shown.
+  const pickers = [
+    { kind: ui.kind, key: ui.key, keyname: ui.keyname, keys: {}, shown: '' },
+    { kind: ui.also, key: ui.alsokey, keyname: ui.alsokeyname, keys: {}, shown: '' },
+  ];
+
+  // A panel shows one stream: its state, counters, snapshot and live events.
+  // The panel element carries data-state (idle|connecting|open|retry|error|closed)
+  // and data-live-events (live frames since Connect) for tests and tools.
+  function makePanel(n) {
+    const root = ui.paneltpl.content.firstElementChild.cloneNode(true);
+    root.id = `panel${n + 1}`;
+    root.dataset.panel = String(n + 1);
+    const part = (name) => root.querySelector(`[data-part="${name}"]`);
+    const p = {
+      n, root, status: part('status'), counters: part('counters'), snaptitle: part('snaptitle'),
+      snapmeta: part('snapmeta'), notice: part('notice'), snaphead: part('snaphead'), snapbody: part('snapbody'),
+      events: part('events'), clear: part('clear'),
+      session: null,           // the panel's active connection attempt chain, or null
+      counts: new Map(),       // frames received by event name
+      live: 0,                 // live frames (not snapshot, resync, error) since Connect
+      reconnects: 0,
+      pendingNotice: '',       // resync notice shown with the snapshot that follows it
+      logRows: [],             // the logs kind's rows, newest first
+      logStats: null,
+    };
+    p.clear.addEventListener('click', () => p.events.replaceChildren());
+    p.events.addEventListener('click', (e) => {
+      const row = e.target instanceof Element ? e.target.closest('.row') : null;
+      if (row) row.classList.toggle('open');
+    });
+    ui.panels.appendChild(root);
+    return p;
+  }
+  const panels = [makePanel(0), makePanel(1)];
+  const main = panels[0];
+  const NOT_LIVE = new Set(['snapshot', 'resync', 'error']);
 
   // ---------- token storage (opt-in only) ----------
   function storedToken() {
@@ -213,41 +251,54 @@
   function currentToken() { return ui.token.value.trim().replace(/^Bearer\s+/i, ''); }
 
   // ---------- status, counters, event log ----------
-  function setStatus(text, state) {
-    ui.status.textContent = text;
-    ui.statebox.dataset.state = state;
+  // state: idle | connecting | open | retry (a reconnect is scheduled)
+  //        | error (stopped; a retry would not help) | closed (stopped by the user)
+  function setStatus(p, text, state) {
+    p.status.textContent = text;
+    p.root.dataset.state = state;
   }
-  function count(name) {
-    counts.set(name, (counts.get(name) || 0) + 1);
-    renderCounters();
+  function count(p, name) {
+    p.counts.set(name, (p.counts.get(name) || 0) + 1);
+    if (!NOT_LIVE.has(name)) {
+      p.live += 1;
+      p.root.dataset.liveEvents = String(p.live);
+    }
+    renderCounters(p);
   }
-  function renderCounters() {
+  function resetCounts(p) {
+    p.counts.clear();
+    p.live = 0;
+    p.reconnects = 0;
+    p.root.dataset.liveEvents = '0';
+  }
+  function renderCounters(p) {
     const chips = [];
     const chip = (label, value) => {
       const c = el('span', 'chip', label + ' ');
       c.appendChild(el('b', '', String(value)));
       chips.push(c);
     };
-    for (const [name, n] of counts) chip(name, n);
-    chip('reconnects', reconnects);
-    if (session && session.lastId) chip('last id', session.lastId);
-    ui.counters.replaceChildren(...chips);
+    chip('live events', p.live);
+    for (const [name, n] of p.counts) chip(name, n);
+    chip('reconnects', p.reconnects);
+    if (p.session && p.session.lastId) chip('last id', p.session.lastId);
+    p.counters.replaceChildren(...chips);
   }
-  function log(name, id, data, title) {
+  function log(p, name, id, data, title) {
     const row = el('div', 'row');
     const t = el('span', 't', localTime(new Date()));
     if (title) t.title = title;
     const text = typeof data === 'string' ? data : compact(data);
     row.append(t, el('span', 'badge ' + (BADGE[name] || ''), name), el('span', 'id', id || ''), el('span', 'p', text));
-    ui.events.insertBefore(row, ui.events.firstChild);
-    while (ui.events.childElementCount > MAX_ROWS) ui.events.lastElementChild.remove();
+    p.events.insertBefore(row, p.events.firstChild);
+    while (p.events.childElementCount > MAX_ROWS) p.events.lastElementChild.remove();
   }
 
   // ---------- the snapshot panel ----------
-  function setHead(kind) {
-    ui.snaphead.replaceChildren(...KINDS[kind].columns.map(([h]) => el('th', '', h)));
+  function setHead(p, kind) {
+    p.snaphead.replaceChildren(...KINDS[kind].columns.map(([h]) => el('th', '', h)));
   }
-  function renderTable(kind, rows, emptyText) {
+  function renderTable(p, kind, rows, emptyText) {
     const cols = KINDS[kind].columns;
     const trs = rows.map((r) => {
       r = obj(r);
@@ -267,88 +318,108 @@
       tr.appendChild(td);
       trs.push(tr);
     }
-    ui.snapbody.replaceChildren(...trs);
+    p.snapbody.replaceChildren(...trs);
   }
-  function resetPanel(kind) {
+  // kind: the panel's kind, or '' for none (the second panel is then hidden).
+  function resetPanel(p, kind) {
+    p.root.hidden = !kind;
+    p.root.dataset.kind = kind;
+    p.notice.hidden = true;
+    p.logRows = [];
+    p.logStats = null;
+    p.snapbody.replaceChildren();
+    if (!kind) { p.snaphead.replaceChildren(); return; }
     const k = KINDS[kind];
-    ui.snaptitle.textContent = k.logs ? 'Logs' : 'Snapshot';
-    ui.snapmeta.textContent = k.logs ? 'waiting for stats and logs' : 'no snapshot yet';
-    ui.notice.hidden = true;
-    logRows = [];
-    logStats = null;
-    setHead(kind);
-    ui.snapbody.replaceChildren();
+    p.snaptitle.textContent = (k.logs ? 'Logs' : 'Snapshot') + (p.n ? ' · ' + kind : '');
+    p.snapmeta.textContent = k.logs ? 'waiting for stats and logs' : 'no snapshot yet';
+    setHead(p, kind);
   }
-  function showNotice() {
-    ui.notice.textContent = pendingNotice;
-    ui.notice.hidden = !pendingNotice;
-    pendingNotice = '';
+  function showNotice(p) {
+    p.notice.textContent = p.pendingNotice;
+    p.notice.hidden = !p.pendingNotice;
+    p.pendingNotice = '';
   }
-  function renderSnapshot(kind, d) {
+  function renderSnapshot(p, kind, d) {
     const k = KINDS[kind];
     d = obj(d);
     const raw = k.rows(d);
     const rows = Array.isArray(raw) ? raw : [];
-    renderTable(kind, rows, 'no rows');
-    ui.snapmeta.textContent = `${k.meta(d, rows.length)} · received ${localTime(new Date())}`;
-    showNotice();
+    renderTable(p, kind, rows, 'no rows');
+    p.snapmeta.textContent = `${k.meta(d, rows.length)} · received ${localTime(new Date())}`;
+    showNotice(p);
     return rows.length;
   }
-  function renderLogs() {
-    const s = obj(logStats);
-    const stats = logStats
+  function renderLogs(p) {
+    const s = obj(p.logStats);
+    const stats = p.logStats
       ? `${s.total_logs ?? '?'} logs · ${s.unique_attackers ?? '?'} attackers · ${s.active_deckies ?? '?'}/${s.deployed_deckies ?? '?'} deckies active`
       : 'no stats yet';
-    ui.snapmeta.textContent = `${stats} · ${plural(logRows.length, 'row')} shown (newest ${MAX_LOG_ROWS} kept) · ${localTime(new Date())}`;
-    renderTable('logs', logRows, 'no log rows yet');
+    p.snapmeta.textContent = `${stats} · ${plural(p.logRows.length, 'row')} shown (newest ${MAX_LOG_ROWS} kept) · ${localTime(new Date())}`;
+    renderTable(p, 'logs', p.logRows, 'no log rows yet');
   }
-  function onLogsMessage(d, id) {
+  function onLogsMessage(p, d, id) {
     const type = typeof d.type === 'string' ? d.type : '?';
     const name = 'message/' + type;
-    count(name);
+    count(p, name);
     if (type === 'stats') {
-      logStats = d.data;
-      renderLogs();
-      log(name, id, d.data);
+      p.logStats = d.data;
+      renderLogs(p);
+      log(p, name, id, d.data);
     } else if (type === 'logs') {
       const rows = Array.isArray(d.data) ? d.data.map(obj) : [];
       const seen = new Set(rows.map((r) => r.id));
-      logRows = rows.concat(logRows.filter((r) => !seen.has(r.id)))
+      p.logRows = rows.concat(p.logRows.filter((r) => !seen.has(r.id)))
         .sort((a, b) => (Number(b.id) || 0) - (Number(a.id) || 0))
         .slice(0, MAX_LOG_ROWS);
-      renderLogs();
-      showNotice();
-      log(name, id, `${plural(rows.length, 'row')}: ${compact(d.data)}`);
+      renderLogs(p);
+      showNotice(p);
+      log(p, name, id, `${plural(rows.length, 'row')}: ${compact(d.data)}`);
     } else if (type === 'histogram') {
       const buckets = Array.isArray(d.data) ? d.data : [];
       const total = buckets.reduce((n, b) => n + (Number(obj(b).count) || 0), 0);
-      log(name, id, `${plural(buckets.length, 'bucket')}, ${total} in all: ${compact(d.data)}`);
+      log(p, name, id, `${plural(buckets.length, 'bucket')}, ${total} in all: ${compact(d.data)}`);
     } else {
-      log(name, id, d);
+      log(p, name, id, d);
     }
   }
 
   // ---------- the form ----------
-  function showKind(kind) {
-    if (shownKind) keys[shownKind] = ui.key.value;
-    shownKind = kind;
-    ui.kind.value = kind;
+  // Show `kind` ('' for none, second picker only) in picker i.
+  function showKind(i, kind) {
+    const pk = pickers[i];
+    if (pk.shown) pk.keys[pk.shown] = pk.key.value;
+    pk.shown = kind;
+    pk.kind.value = kind;
+    const k = kind ? KINDS[kind] : null;
+    if (i === 0) ui.subtitle.textContent = k.about;
+    pk.keyname.textContent = !k ? 'no second stream' : k.key ? k.key.label : 'no key (kind-wide stream)';
+    pk.key.placeholder = k && k.key ? k.key.placeholder : '';
+    pk.key.disabled = !(k && k.key);
+    pk.key.value = k && k.key ? (pk.keys[kind] || '') : '';
+    if (!panels[i].session) resetPanel(panels[i], kind);
+  }
+  // What picker i asks for: {kind, key}, null for none, or {missing: label}.
+  function wanted(i) {
+    const pk = pickers[i];
+    const kind = pk.kind.value;
+    if (!Object.prototype.hasOwnProperty.call(KINDS, kind)) return null;
     const k = KINDS[kind];
-    ui.subtitle.textContent = k.about;
-    ui.keyname.textContent = k.key ? k.key.label : 'no key (kind-wide stream)';
-    ui.key.placeholder = k.key ? k.key.placeholder : '';
-    ui.key.disabled = !k.key;
-    ui.key.value = k.key ? (keys[kind] || '') : '';
-    if (!session) resetPanel(kind);
+    const key = k.key ? pk.key.value.trim() : '';
+    if (k.key && k.key.required && !key) return { kind, key, missing: (i ? 'second stream: ' : '') + k.key.label };
+    return { kind, key };
   }
   function extraNames() {
     return ui.extra.value.split(',').map((x) => x.trim()).filter((x) => x && !/[\r\n]/.test(x));
   }
-  // The fragment mirrors the stream shown (never the token), so a reload reopens it.
-  function writeFragment(kind, key) {
+  // The fragment mirrors the streams shown (never the token), so a reload reopens them.
+  function writeFragment(first, second) {
     const f = new URLSearchParams();
-    f.set('kind', kind);
-    if (key) f.set('key', key);
+    f.set('kind', first.kind);
+    if (first.key) f.set('key', first.key);
+    if (second) {
+      f.set('also', second.kind);
+      if (second.key) f.set('alsokey', second.key);
+    }
     if (ui.extra.value.trim()) f.set('events', extraNames().join(','));
     try { history.replaceState(null, '', location.pathname + location.search + '#' + f.toString()); } catch (_) { /* ignore */ }
   }
@@ -362,37 +433,56 @@
     closeEs(s);
     if (s.ctl) { s.ctl.abort(); s.ctl = null; }
     clearTimeout(s.timer);
+    clearTimeout(s.slow);
     clearInterval(s.tick);
   }
-  function stop(reason) {
-    teardown(session);
-    session = null;
-    ui.disconnect.disabled = true;
-    setStatus('stopped: ' + reason, 'stopped');
-    renderCounters();
+  function isCurrent(s) { return s === s.panel.session; }
+  function syncButtons() { ui.disconnect.disabled = !panels.some((p) => p.session); }
+  // Stop panel p's stream; state 'error' (nothing will retry) or 'closed' (the user's doing).
+  function stop(p, reason, state) {
+    teardown(p.session);
+    p.session = null;
+    syncButtons();
+    setStatus(p, 'stopped: ' + reason, state || 'error');
+    renderCounters(p);
+  }
+  function stopAll(reason, state) {
+    for (const p of panels) if (p.session || !p.root.hidden) stop(p, reason, state);
   }
 
   // byUser: a click or Enter (the token may be remembered); otherwise a link opened the page.
   function connect(byUser) {
     const token = currentToken();
-    const kind = ui.kind.value;
-    const k = KINDS[kind];
-    const key = k.key ? ui.key.value.trim() : '';
-    teardown(session);
-    session = null;
-    if (!token) { stop('a JWT is required'); ui.token.focus(); return; }
-    if (k.key && k.key.required && !key) { stop(`${k.key.label} is required`); ui.key.focus(); return; }
+    const first = wanted(0);
+    const second = wanted(1);
+    for (const p of panels) { teardown(p.session); p.session = null; }
+    if (!second) resetPanel(panels[1], '');
+    if (!token) { stopAll('a JWT is required'); ui.token.focus(); return; }
+    for (const [i, want] of [first, second].entries()) {
+      if (want && want.missing) {
+        stopAll(`${want.missing} is required`);
+        pickers[i].key.focus();
+        return;
+      }
+    }
     if (byUser) rememberToken(token);
-    writeFragment(kind, key);
-    const names = [...new Set([...COMMON, ...k.names, ...extraNames()])].filter((n) => n !== 'error' && n !== 'open');
-    counts.clear();
-    reconnects = 0;
-    pendingNotice = '';
-    resetPanel(kind);
-    session = { token, kind, key, names, es: null, ctl: null, timer: 0, tick: 0, attempt: 0, lastId: '', prevId: '', opened: false };
-    ui.disconnect.disabled = false;
-    log('console', '', `opening ${kind}${key ? ' ' + key : ''}`);
-    open(session);
+    writeFragment(first, second);
+    const extra = extraNames();
+    [first, second].forEach((want, i) => { if (want) start(panels[i], token, want, extra); });
+    syncButtons();
+  }
+
+  function start(p, token, want, extra) {
+    const { kind, key } = want;
+    const k = KINDS[kind];
+    const names = [...new Set([...COMMON, ...k.names, ...extra])].filter((n) => n !== 'error' && n !== 'open');
+    resetCounts(p);
+    p.pendingNotice = '';
+    resetPanel(p, kind);
+    p.session = { panel: p, token, kind, key, names, es: null, ctl: null, timer: 0, tick: 0, slow: 0, attempt: 0, lastId: '', prevId: '', opened: false };
+    renderCounters(p);
+    log(p, 'console', '', `opening ${kind}${key ? ' ' + key : ''}`);
+    open(p.session);
   }
 
   async function mint(s) {
@@ -435,68 +525,91 @@
     try {
       return await mint(s);
     } catch (err) {
-      if (s !== session) return false;                 // disconnected meanwhile
-      if (err.fatal) stop('ticket refused (' + err.message + '); paste a valid token and Connect');
+      if (!isCurrent(s)) return false;                 // disconnected meanwhile
+      if (err.fatal) stop(s.panel, 'ticket refused (' + err.message + '); paste a valid token and Connect');
       else retry(s, 'ticket request failed (' + err.message + ')');
       return false;
     }
   }
 
+  // The page's own protocol ('h2', 'http/1.1'), '' when the browser does not say.
+  function pageProtocol() {
+    try { return str((performance.getEntriesByType('navigation')[0] || {}).nextHopProtocol); } catch (_) { return ''; }
+  }
+  // Say so when a stream does not open: the browser queues it without an error.
+  function watchSlowOpen(s, what) {
+    clearTimeout(s.slow);
+    s.slow = setTimeout(() => {
+      if (!isCurrent(s) || s.opened) return;
+      const h1 = /^http\/1/.test(pageProtocol());
+      setStatus(s.panel, `connecting: ${what} still pending after ${SLOW_OPEN_MS / 1000}s` + (h1
+        ? ' (this page uses HTTP/1.1, where the browser opens at most 6 connections to this server and each open' +
+          ' stream, in any tab, holds one: close some, or serve decnet-events over HTTPS, which multiplexes them on one)'
+        : ''), 'connecting');
+    }, SLOW_OPEN_MS);
+  }
+
   async function open(s) {
-    setStatus('connecting (requesting ticket)', 'connecting');
+    const p = s.panel;
+    setStatus(p, 'connecting (requesting ticket)', 'connecting');
+    watchSlowOpen(s, 'the ticket request');
     const ticket = await ticketFor(s);
-    if (!ticket || s !== session) return;
-    setStatus('connecting', 'connecting');
+    if (!ticket || !isCurrent(s)) return;
+    setStatus(p, 'connecting', 'connecting');
+    watchSlowOpen(s, 'the stream request');
     s.opened = false;
     s.prevId = '';
     const es = new EventSource(streamUrl(s, ticket));
     s.es = es;
     es.addEventListener('open', () => {
-      if (s !== session) return;
+      if (!isCurrent(s)) return;
       s.opened = true;
+      clearTimeout(s.slow);
       s.attempt = 0;                                     // backoff resets after a successful open
-      setStatus(`live: ${s.kind}${s.key ? ' ' + s.key : ''}`, 'live');
-      if (s.lastId) log('console', '', `connected, resuming after id ${s.lastId}`);
+      setStatus(p, `live: ${s.kind}${s.key ? ' ' + s.key : ''}`, 'open');
+      if (s.lastId) log(p, 'console', '', `connected, resuming after id ${s.lastId}`);
     });
     for (const name of s.names) es.addEventListener(name, (e) => onFrame(s, name, e));
     es.addEventListener('error', (e) => onError(s, e));
   }
 
   function onFrame(s, name, e) {
-    if (s !== session) return;
+    if (!isCurrent(s)) return;
+    const p = s.panel;
     // EventSource repeats the last id on frames that carry none: show an id only when it is new.
     const id = e.lastEventId && e.lastEventId !== s.prevId ? e.lastEventId : '';
     s.prevId = e.lastEventId;
     if (e.lastEventId) s.lastId = e.lastEventId;
     const d = parse(e.data);
     if (name === 'message' && KINDS[s.kind].logs && d && typeof d === 'object' && !Array.isArray(d)) {
-      onLogsMessage(d, id);
+      onLogsMessage(p, d, id);
       return;
     }
-    count(name);
+    count(p, name);
     if (name === 'snapshot' && !KINDS[s.kind].logs) {
-      const n = renderSnapshot(s.kind, d);
-      log(name, id, plural(n, 'row'));
+      const n = renderSnapshot(p, s.kind, d);
+      log(p, name, id, plural(n, 'row'));
     } else if (name === 'resync') {
       const dd = obj(d);
-      pendingNotice = `resynced: ${dd.dropped ?? '?'} frames dropped` + (dd.reason ? ` (${dd.reason})` : '') + ` at ${localTime(new Date())}`;
-      log(name, id, d === null ? e.data : d);
+      p.pendingNotice = `resynced: ${dd.dropped ?? '?'} frames dropped` + (dd.reason ? ` (${dd.reason})` : '') + ` at ${localTime(new Date())}`;
+      log(p, name, id, d === null ? e.data : d);
     } else if (d && typeof d === 'object' && !Array.isArray(d)) {
       const title = [d.topic && 'topic ' + d.topic, d.type && 'type ' + d.type, d.ts && 'ts ' + isoTs(d.ts)]
         .filter(Boolean).join(' · ');
-      log(name, id, d, title);
+      log(p, name, id, d, title);
     } else {
-      log(name, id, d === null ? String(e.data) : d);
+      log(p, name, id, d === null ? String(e.data) : d);
     }
   }
 
   function onError(s, e) {
-    if (s !== session) return;
+    if (!isCurrent(s)) return;
+    clearTimeout(s.slow);
     if (e instanceof MessageEvent) {                    // a server-sent `event: error`
-      count('error');
+      count(s.panel, 'error');
       const d = obj(parse(e.data));
       const msg = typeof d.message === 'string' ? d.message : String(e.data);
-      log('error', '', msg);
+      log(s.panel, 'error', '', msg);
       // The server ends the stream after it: reconnect now, with a fresh ticket
       // (a token that expired or was revoked gets its ticket refused, and that stops).
       closeEs(s);
@@ -513,9 +626,9 @@
   // The stream failed before it opened, and EventSource does not say why: ask
   // once with fetch (a fresh ticket) to tell a refusal (404, 422...) from an outage.
   async function diagnose(s) {
-    setStatus('stream did not open, checking why', 'retry');
+    setStatus(s.panel, 'stream did not open, checking why', 'retry');
     const ticket = await ticketFor(s);
-    if (!ticket || s !== session) return;
+    if (!ticket || !isCurrent(s)) return;
     s.ctl = new AbortController();
     let res;
     try {
@@ -524,38 +637,40 @@
       });
     } catch (_) {
       s.ctl = null;
-      if (s === session) retry(s, 'stream unreachable');
+      if (isCurrent(s)) retry(s, 'stream unreachable');
       return;
     }
     if (res.ok) {
       s.ctl.abort();                                      // it opens now: let EventSource have it
       s.ctl = null;
-      if (s === session) retry(s, 'stream closed before it opened');
+      if (isCurrent(s)) retry(s, 'stream closed before it opened');
       return;
     }
     let body = null;
     try { body = await res.json(); } catch (_) { /* not JSON */ }
     s.ctl = null;
-    if (s !== session) return;
+    if (!isCurrent(s)) return;
     const why = `${res.status} ${detailOf(res, body)}`;
     if (res.status === 429 || res.status >= 500) retry(s, `stream refused (${why})`);
-    else stop(`stream refused (${why})`);
+    else stop(s.panel, `stream refused (${why})`);
   }
 
   function retry(s, why) {
+    const p = s.panel;
     const delay = Math.min(1000 * 2 ** Math.min(s.attempt, 4), BACKOFF_MAX_MS);
     s.attempt += 1;
+    clearTimeout(s.slow);
     const at = Date.now() + delay;
-    const show = () => setStatus(`${why}, reconnecting in ${Math.max(1, Math.ceil((at - Date.now()) / 1000))}s`, 'retry');
+    const show = () => setStatus(p, `${why}, reconnecting in ${Math.max(1, Math.ceil((at - Date.now()) / 1000))}s`, 'retry');
     show();
     clearInterval(s.tick);
     clearTimeout(s.timer);
     s.tick = setInterval(show, 250);
     s.timer = setTimeout(() => {
       clearInterval(s.tick);
-      if (s !== session) return;
-      reconnects += 1;
-      renderCounters();
+      if (!isCurrent(s)) return;
+      p.reconnects += 1;
+      renderCounters(p);
       open(s);                                           // always with a freshly minted ticket
     }, delay);
   }
@@ -572,24 +687,25 @@
     const token = pendingToken;
     pendingToken = '';
     ui.prompt.hidden = true;
-    if (!use) { log('console', '', 'token from the link discarded'); return; }
+    if (!use) { log(main, 'console', '', 'token from the link discarded'); return; }
     ui.token.value = token;
     connect(true);
   }
 
   // ---------- wiring ----------
   ui.form.addEventListener('submit', (e) => { e.preventDefault(); connect(true); });
-  ui.kind.addEventListener('change', () => showKind(ui.kind.value));
+  ui.kind.addEventListener('change', () => showKind(0, ui.kind.value));
+  ui.also.addEventListener('change', () => showKind(1, ui.also.value));
   ui.promptuse.addEventListener('click', () => answer(true));
   ui.promptdiscard.addEventListener('click', () => answer(false));
-  ui.disconnect.addEventListener('click', () => stop('disconnected by user'));
+  ui.disconnect.addEventListener('click', () => stopAll('disconnected by user', 'closed'));
   ui.remember.addEventListener('change', () => {
     if (ui.remember.checked) {
       rememberToken(currentToken());
-      log('console', '', 'the token will be remembered on this device (untick or Forget to remove it)');
+      log(main, 'console', '', 'the token will be remembered on this device (untick or Forget to remove it)');
     } else {
       forgetStoredToken();
-      log('console', '', 'the remembered token was removed from this device');
+      log(main, 'console', '', 'the remembered token was removed from this device');
     }
   });
   ui.forget.addEventListener('click', () => {
@@ -597,15 +713,10 @@
     ui.remember.checked = false;
     ui.token.value = '';
     if (pendingToken) answer(false);
-    if (session) stop('token forgotten');              // it held the token for its reconnects
-    log('console', '', 'token forgotten (cleared from this page and from this device)');
+    for (const p of panels) if (p.session) stop(p, 'token forgotten', 'closed'); // they held the token for their reconnects
+    log(main, 'console', '', 'token forgotten (cleared from this page and from this device)');
   });
   ui.show.addEventListener('change', () => { ui.token.type = ui.show.checked ? 'text' : 'password'; });
-  ui.clear.addEventListener('click', () => ui.events.replaceChildren());
-  ui.events.addEventListener('click', (e) => {
-    const row = e.target instanceof Element ? e.target.closest('.row') : null;
-    if (row) row.classList.toggle('open');
-  });
 
   // The origin of the page whose link opened this one: '' when none is known.
   function referrerOrigin() {
@@ -613,17 +724,19 @@
     try { return new URL(document.referrer).origin; } catch (_) { return 'an unknown page'; }
   }
 
-  // Read the fragment (#token=..&kind=..&key=..&events=.., or #token=..&attacker=..):
-  // prefill the form, drop the token from the address bar, and decide whether
-  // to connect. foreign: the token must be confirmed first.
+  // Read the fragment (#token=..&kind=..&key=..&also=..&alsokey=..&events=..,
+  // or #token=..&attacker=..): prefill the form, drop the token from the address
+  // bar, and decide whether to connect. foreign: the token must be confirmed first.
   function intake(foreign) {
     const frag = new URLSearchParams(location.hash.replace(/^#/, ''));
     const fragToken = (frag.get('token') || '').trim();
+    const known = (k) => Object.prototype.hasOwnProperty.call(KINDS, k);
     let kind = frag.get('kind');
     let key = frag.get('key');
-    if (!Object.prototype.hasOwnProperty.call(KINDS, kind)) kind = null;
+    if (!known(kind)) kind = null;
     if (!kind && frag.get('attacker')) { kind = 'attacker'; key = frag.get('attacker'); }
     if (!kind && frag.get('topology')) { kind = 'topology'; key = frag.get('topology'); }
+    const also = known(frag.get('also')) ? frag.get('also') : (frag.has('also') ? '' : null);
     if (frag.has('token')) {
       frag.delete('token');
       const rest = frag.toString();
@@ -631,11 +744,16 @@
     }
     if (frag.has('events')) ui.extra.value = frag.get('events') || '';
     if (kind) {
-      showKind(kind);
+      showKind(0, kind);
       if (key !== null && KINDS[kind].key) ui.key.value = key;
     }
-    const k = kind ? KINDS[kind] : null;
-    const ready = k && (!k.key || !k.key.required || ui.key.value.trim());
+    if (also !== null) {
+      showKind(1, also);
+      const alsoKey = frag.get('alsokey');
+      if (also && alsoKey !== null && KINDS[also].key) ui.alsokey.value = alsoKey;
+    }
+    const second = wanted(1);
+    const ready = kind && !wanted(0).missing && !(second && second.missing);
     if (fragToken && foreign) {
       askAbout(fragToken, foreign);
     } else if (fragToken) {
@@ -649,8 +767,9 @@
   try { for (const k of LEGACY_KEYS) localStorage.removeItem(k); } catch (_) { /* storage unavailable */ }
   ui.remember.checked = Boolean(storedToken());
   ui.token.value = storedToken();
-  showKind('attacker');
-  renderCounters();
+  showKind(0, 'attacker');
+  showKind(1, '');
+  for (const p of panels) renderCounters(p);
   const from = referrerOrigin();
   intake(from && from !== location.origin ? `This page was opened from a link on ${from} that carries a token.` : '');
   // A later fragment change may come from a page holding a reference to this
