@@ -1,5 +1,6 @@
 //! The only place that names a concrete backend: repository, ticket store
-//! (the bus builds itself from its config).
+//! (the bus builds itself from its config). DECNET's databases (SQLite,
+//! MySQL) are opened read-only and their schema checked at start.
 
 use std::sync::Arc;
 
@@ -47,14 +48,54 @@ pub(crate) async fn repository(settings: &Settings) -> Result<Repository> {
                 writer: Some(memory),
             }
         }
-        DbKind::Postgres => Repository {
-            reader: Arc::new(postgres(settings)?),
-            writer: None,
-        },
-        DbKind::Sqlite | DbKind::Mysql => {
-            bail!("this build has no SQLite or MySQL repository yet")
+        DbKind::Postgres => {
+            let pg = postgres(settings)?;
+            checked(pg.check_schema().await)?;
+            read_only(pg)
         }
+        #[cfg(feature = "sqlite")]
+        DbKind::Sqlite => {
+            let config = decnet_repo::SqliteConfig::new(&settings.db.sqlite_path);
+            let sqlite =
+                decnet_repo::SqliteRepository::connect(config).context("configuring SQLite")?;
+            checked(sqlite.check_schema().await)?;
+            read_only(sqlite)
+        }
+        #[cfg(feature = "mysql")]
+        DbKind::Mysql => {
+            let url = settings.db.mysql_url.as_deref().context("no MySQL URL")?;
+            let config = decnet_repo::MysqlConfig::from_url(url).context("DECNET_DB_URL")?;
+            let mysql =
+                decnet_repo::MysqlRepository::connect(config).context("configuring MySQL")?;
+            checked(mysql.check_schema().await)?;
+            read_only(mysql)
+        }
+        #[cfg(not(all(feature = "sqlite", feature = "mysql")))]
+        kind => bail!(
+            "this build has no {kind:?} repository (build with the `sqlite` and `mysql` features)"
+        ),
     })
+}
+
+fn read_only(reader: impl decnet_repo::Repository + 'static) -> Repository {
+    Repository {
+        reader: Arc::new(reader),
+        writer: None,
+    }
+}
+
+/// A schema that lacks what we read stops start-up (naming every missing
+/// table and column); a database that cannot be reached yet does not
+/// (`/readyz` says so, and streams answer 503 until it is back).
+fn checked(result: Result<(), decnet_repo::RepoError>) -> Result<()> {
+    match result {
+        Err(error @ decnet_repo::RepoError::Schema(_)) => Err(error.into()),
+        Err(error) => {
+            tracing::warn!(%error, "database not reachable at start; serving, not ready");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
 }
 
 /// `decnet-events migrate`: our migrations, on PostgreSQL only.

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Arg, ArgMatches, Command};
+use clap::{Arg, ArgMatches, Command, arg};
 use decnet_api::settings::{SETTINGS, Settings};
 use decnet_api::{App, Backends, Tls};
 
@@ -46,53 +46,27 @@ fn setting_args() -> Vec<Arg> {
 
 fn cli() -> Command {
     let settings = setting_args();
+    let with_settings = |name: &'static str, about: &'static str| {
+        Command::new(name).about(about).args(settings.clone())
+    };
     Command::new("decnet-events")
         .version(env!("CARGO_PKG_VERSION"))
         .about("DECNET's live streams (Server-Sent Events) for the analyst dashboard")
         .args(settings.clone())
         .args_conflicts_with_subcommands(true)
+        .subcommand(with_settings("serve", "Serve the HTTP API (the default when no subcommand is given)"))
+        .subcommand(with_settings("migrate", "Apply the embedded migrations to the PostgreSQL database (never to DECNET's own)"))
         .subcommand(
-            Command::new("serve")
-                .about("Serve the HTTP API (the default when no subcommand is given)")
-                .args(settings.clone()),
+            with_settings("mint-token", "Print a JWT for a user, signed with DECNET_JWT_SECRET (operators and tests)")
+                .arg(arg!(--user <UUID> "The user's uuid (the `uuid` claim)").required(true))
+                .arg(arg!(--"ttl-secs" <SECS> "Token lifetime in seconds").default_value("3600").value_parser(clap::value_parser!(u64))),
         )
+        .subcommand(with_settings("healthcheck", "Exit 0 when /readyz answers 200 (the container health check; probes DECNET_OPS_BIND when set, else DECNET_BIND)"))
         .subcommand(
-            Command::new("migrate")
-                .about("Apply the embedded migrations to the PostgreSQL database (never to DECNET's own)")
-                .args(settings.clone()),
-        )
-        .subcommand(
-            Command::new("mint-token")
-                .about("Print a JWT for a user (operators and tests)")
-                .arg(Arg::new("user").long("user").required(true).help("The user's uuid (the `uuid` claim)"))
-                .arg(
-                    Arg::new("ttl-secs")
-                        .long("ttl-secs")
-                        .default_value("3600")
-                        .value_parser(clap::value_parser!(u64))
-                        .help("Token lifetime in seconds"),
-                )
-                .arg(
-                    Arg::new("DECNET_JWT_SECRET")
-                        .long("jwt-secret")
-                        .env("DECNET_JWT_SECRET")
-                        .required(true)
-                        .hide_env_values(true)
-                        .help("HS256 secret"),
-                ),
-        )
-        .subcommand(
-            Command::new("healthcheck")
-                .about("Exit 0 when /readyz answers 200 (the container health check; probes DECNET_OPS_BIND when set, else DECNET_BIND)")
-                .args(settings.clone()),
-        )
-        .subcommand(
-            Command::new("publish")
-                .about("Publish one event on the configured bus")
-                .arg(Arg::new("topic").required(true).help("Topic, e.g. attacker.observation.motor.input_modality"))
-                .arg(Arg::new("payload").default_value("{}").help("Payload: a JSON object"))
-                .arg(Arg::new("type").long("type").default_value("").help("The envelope's `type`"))
-                .args(settings),
+            with_settings("publish", "Publish one event on the configured bus")
+                .arg(arg!(<topic> "Topic, e.g. attacker.observation.motor.input_modality"))
+                .arg(arg!([payload] "Payload: a JSON object").default_value("{}"))
+                .arg(arg!(--type <TYPE> "The envelope's `type`").default_value("")),
         )
 }
 
@@ -113,7 +87,7 @@ fn main() -> ExitCode {
             None => serve(&matches).await,
             Some(("serve", args)) => serve(args).await,
             Some(("migrate", args)) => migrate(args).await,
-            Some(("mint-token", args)) => mint_token(args),
+            Some(("mint-token", args)) => mint_token(args).await,
             Some(("healthcheck", args)) => healthcheck(args).await,
             Some(("publish", args)) => publish(args).await,
             Some((other, _)) => bail!("unknown subcommand {other}"),
@@ -292,12 +266,13 @@ async fn healthcheck(args: &ArgMatches) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn mint_token(args: &ArgMatches) -> Result<ExitCode> {
+async fn mint_token(args: &ArgMatches) -> Result<ExitCode> {
+    let settings = settings(args)?;
+    let secret = settings
+        .jwt_secret
+        .context("DECNET_JWT_SECRET is not set")?;
     let user = args.get_one::<String>("user").context("--user")?;
     let ttl = args.get_one::<u64>("ttl-secs").copied().unwrap_or(3600);
-    let secret = args
-        .get_one::<String>("DECNET_JWT_SECRET")
-        .context("DECNET_JWT_SECRET")?;
     let (token, _) =
         decnet_auth::mint_access_token(secret.as_bytes(), user, Duration::from_secs(ttl))
             .context("minting the token")?;

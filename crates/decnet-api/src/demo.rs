@@ -289,7 +289,7 @@ decnet-events demo is running on {base} (memory bus, memory database, synthetic 
   demo topology: {topology}\n\
   token (24 h):  {token}\n\
 \n\
-Console:  {base}/#token={token}&attacker={attacker}\n\
+Console:  {base}/#token={token}&kind=attacker&key={attacker}&also=identities\n\
 \n\
 Mint a ticket, then open a stream (tickets are single-use, 60 s):\n\
 \n\
