@@ -12,7 +12,8 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p decnet-events \
+# SQLite compiled in (sqlite-bundled): distroless has no libsqlite3.
+RUN cargo build --release --locked -p decnet-events --features sqlite-bundled \
     && install -D -m 0755 target/release/decnet-events /out/decnet-events
 
 FROM gcr.io/distroless/cc-debian12:nonroot
