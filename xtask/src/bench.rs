@@ -373,7 +373,7 @@ The load generator opens real streams (`POST /api/v1/auth/sse-ticket` with a Bea
 It publishes `attacker.observation.bench.latency` events on the bus, round-robin over the attackers, each carrying `payload.sent_at_ns`; latency is from just before the publish to the frame parsed out of the SSE body.\n\
 Expected frames are, for each event, the streams open on its attacker; anything short of that is loss.\n\
 Server RSS and CPU time (utime + stime) come from `/proc/<pid>/{status,stat}`.\n\
-Server settings: `DECNET_SSE_MAX_PER_USER=1000000`, `DECNET_SSE_KEEPALIVE_SECS=15`, `DECNET_SSE_QUEUE_MAX` default (256), `RUST_LOG=warn`.\n\n",
+Server settings: `DECNET_SSE_MAX_PER_USER=1000000`, `DECNET_SSE_OPEN_RATE=0` (no per-user open rate), `DECNET_SSE_KEEPALIVE_SECS=15`, `DECNET_SSE_QUEUE_MAX` default (256), `RUST_LOG=warn`.\n\n",
     );
     s.push_str(
         "Scenarios (full mode; `--quick` shrinks every size and duration): idle = streams open and quiet, server RSS per stream = (RSS idle - RSS before) / streams;\n\
@@ -587,6 +587,9 @@ impl Ctx {
             .env("DECNET_BUS_TYPE", "nats")
             .env("DECNET_NATS_URL", &self.nats.url)
             .env("DECNET_SSE_MAX_PER_USER", "1000000")
+            // The per-user open rate (5/s, burst 20) would refuse most opens
+            // of 20 users opening thousands of streams: off (0 = unlimited).
+            .env("DECNET_SSE_OPEN_RATE", "0")
             .env("DECNET_SSE_KEEPALIVE_SECS", "15")
             .env("DECNET_SSE_HUB_MODE", hub_mode)
             .env("DECNET_DEMO", "false")
