@@ -524,6 +524,14 @@ mod svc_postgres {
 mod svc_nats {
     use super::*;
 
+    /// Known failure (a bug in decnet-bus, not worked around here): on a
+    /// busy machine `publish` prints "published on <topic>" and exits 0
+    /// while the event never reaches the broker, because `NatsBus::close`
+    /// calls `async_nats::Client::drain()`, which only queues a drain
+    /// command and returns, and the process exits before the connection
+    /// task has written the buffered PUB. With `self.client.flush()` before
+    /// the drain, this test passed 15 runs of 15 under CPU load; without
+    /// it, 6 of 15.
     #[tokio::test]
     async fn publish_reaches_a_subscriber() {
         use futures::StreamExt as _;
@@ -542,6 +550,24 @@ mod svc_nats {
             .subscribe(&format!("{root}.>"))
             .await
             .expect("subscribe");
+        // The client connects in the background: prove the subscription is
+        // in place at the server with a probe of our own (one connection,
+        // so the probe comes back only after the SUB was processed).
+        let probe = format!("{root}.probe.warmup");
+        let probe_back = async {
+            loop {
+                let _ = bus.publish(&probe, "", serde_json::Map::new()).await;
+                if let Ok(Some(event)) =
+                    tokio::time::timeout(Duration::from_millis(500), subscription.next()).await
+                {
+                    assert_eq!(event.topic, probe);
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), probe_back)
+            .await
+            .expect("the subscription is live at the server");
         let mut command = binary();
         command
             .args([
@@ -561,7 +587,7 @@ mod svc_nats {
         assert_eq!(published.stdout, format!("published on {topic}\n"));
         let event = tokio::time::timeout(Duration::from_secs(10), subscription.next())
             .await
-            .expect("the event arrives")
+            .unwrap_or_else(|_| panic!("the event did not arrive; publish: {published:?}"))
             .expect("subscription open");
         assert_eq!(event.topic, topic);
         assert_eq!(event.event_type, "probe");
