@@ -27,12 +27,13 @@
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use test_support::process::{ChildProcess, OnDrop, Output};
 
 /// Database the benchmarks own (dropped and recreated every run).
 const BENCH_DB: &str = "decnet_bench";
@@ -372,7 +373,7 @@ The load generator opens real streams (`POST /api/v1/auth/sse-ticket` with a Bea
 It publishes `attacker.observation.bench.latency` events on the bus, round-robin over the attackers, each carrying `payload.sent_at_ns`; latency is from just before the publish to the frame parsed out of the SSE body.\n\
 Expected frames are, for each event, the streams open on its attacker; anything short of that is loss.\n\
 Server RSS and CPU time (utime + stime) come from `/proc/<pid>/{status,stat}`.\n\
-Server settings: `DECNET_SSE_MAX_PER_USER=1000000`, `DECNET_SSE_KEEPALIVE_SECS=15`, `DECNET_SSE_QUEUE_MAX` default (256), `RUST_LOG=warn`.\n\n",
+Server settings: `DECNET_SSE_MAX_PER_USER=1000000`, `DECNET_SSE_OPEN_RATE=0` (no per-user open rate), `DECNET_SSE_KEEPALIVE_SECS=15`, `DECNET_SSE_QUEUE_MAX` default (256), `RUST_LOG=warn`.\n\n",
     );
     s.push_str(
         "Scenarios (full mode; `--quick` shrinks every size and duration): idle = streams open and quiet, server RSS per stream = (RSS idle - RSS before) / streams;\n\
@@ -443,11 +444,6 @@ fn date_utc() -> String {
         .unwrap_or_else(|| "unknown date".to_owned())
 }
 
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr().context("local addr")?.port())
-}
-
 /// `bash -c 'ulimit -Sn $(ulimit -Hn); exec "$0" "$@"' program args..`
 fn with_fd_limit(program: &Path) -> Command {
     let mut c = Command::new("bash");
@@ -457,38 +453,23 @@ fn with_fd_limit(program: &Path) -> Command {
     c
 }
 
-/// Wait for `child` at most `budget`; kill it past that.
-fn wait_bounded(child: &mut Child, budget: Duration, what: &str) -> Result<()> {
-    let deadline = Instant::now() + budget;
-    loop {
-        if let Some(status) = child.try_wait().context("waiting")? {
-            if status.success() {
-                return Ok(());
-            }
-            bail!("{what} exited with {status}");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{what} ran past its {budget:?} budget and was killed");
-        }
-        std::thread::sleep(Duration::from_millis(100));
+/// Wait for `child` at most `budget` (killed past it); it must succeed.
+fn wait_bounded(child: ChildProcess, budget: Duration) -> Result<()> {
+    let name = child.name().to_owned();
+    let finished = child
+        .finish(budget)
+        .map_err(|_| anyhow::anyhow!("{name} ran past its {budget:?} budget and was killed"))?;
+    if !finished.status.success() {
+        bail!("{name} exited with {}", finished.status);
     }
-}
-
-/// Send SIGTERM to `pid` (a process this xtask started).
-fn terminate(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
+    Ok(())
 }
 
 /// The NATS the benchmark uses.
 struct Nats {
     url: String,
-    /// A private server this xtask started (stopped on drop).
-    child: Option<Child>,
+    /// A private server this xtask started (SIGTERM, then SIGKILL, on drop).
+    child: Option<ChildProcess>,
 }
 
 impl Nats {
@@ -503,22 +484,20 @@ impl Nats {
                 child: None,
             });
         };
-        let port = free_port()?;
+        let port = test_support::free_port();
         let log = File::create(out.join("nats.log")).context("nats.log")?;
-        let child = Command::new(binary)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting a private nats-server")?;
-        let addr = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !super::reachable(&addr) {
-            if Instant::now() > deadline {
-                bail!("private nats-server did not answer on {addr}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let mut child = ChildProcess::spawn(
+            "private nats-server",
+            Command::new(binary).args(["-a", "127.0.0.1", "-p", &port.to_string()]),
+            Output::Null,
+            Output::File(log),
+        )
+        .context("starting a private nats-server")?
+        .on_drop(OnDrop::Terminate(Duration::from_secs(5)));
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        child
+            .wait_for_port(addr, Duration::from_secs(10))
+            .context("private nats-server")?;
         Ok(Nats {
             url: format!("nats://{addr}"),
             child: Some(child),
@@ -534,26 +513,9 @@ impl Nats {
     }
 }
 
-impl Drop for Nats {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            terminate(child.id());
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A running `decnet-events serve` (stopped with SIGTERM on drop).
+/// A running `decnet-events serve` (SIGTERM, then SIGKILL past 20 s, on drop).
 struct Server {
-    child: Child,
+    child: ChildProcess,
     port: u16,
 }
 
@@ -564,21 +526,6 @@ impl Server {
 
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        terminate(self.child.id());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -618,16 +565,20 @@ impl Ctx {
             "decnet-events migrate",
             Command::new(&self.events_bin)
                 .arg("migrate")
-                .env("DECNET_DATABASE_URL", &self.database_url),
+                .env("DECNET_DATABASE_URL", &self.database_url)
+                // `migrate` never uses the secret, but the settings table
+                // requires one with a real database (exit 64 without it).
+                .env("DECNET_JWT_SECRET", JWT_SECRET),
         )
     }
 
     fn start_server(&self, name: &str, hub_mode: &str) -> Result<Server> {
-        let port = free_port()?;
-        let log =
-            File::create(self.out.join(format!("server-{name}.log"))).context("server log file")?;
+        let port = test_support::free_port();
+        let log_path = self.out.join(format!("server-{name}.log"));
+        let log = File::create(&log_path).context("server log file")?;
         let log_err = log.try_clone().context("server log file")?;
-        let child = with_fd_limit(&self.events_bin)
+        let mut command = with_fd_limit(&self.events_bin);
+        command
             .arg("serve")
             .env("DECNET_BIND", format!("127.0.0.1:{port}"))
             .env("DECNET_JWT_SECRET", JWT_SECRET)
@@ -636,30 +587,32 @@ impl Ctx {
             .env("DECNET_BUS_TYPE", "nats")
             .env("DECNET_NATS_URL", &self.nats.url)
             .env("DECNET_SSE_MAX_PER_USER", "1000000")
+            // The per-user open rate (5/s, burst 20) would refuse most opens
+            // of 20 users opening thousands of streams: off (0 = unlimited).
+            .env("DECNET_SSE_OPEN_RATE", "0")
             .env("DECNET_SSE_KEEPALIVE_SECS", "15")
             .env("DECNET_SSE_HUB_MODE", hub_mode)
             .env("DECNET_DEMO", "false")
             .env("RUST_LOG", "warn")
             .env_remove("DECNET_SSE_QUEUE_MAX")
-            .env_remove("DECNET_SSE_MAX_TOTAL")
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .context("starting decnet-events")?;
-        let mut server = Server { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !http_ok(port, "/readyz") {
-            if let Some(status) = server.child.try_wait().context("server")? {
-                bail!(
-                    "decnet-events exited with {status}; see {}",
-                    self.out.join(format!("server-{name}.log")).display()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!("decnet-events not ready within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            .env_remove("DECNET_SSE_MAX_TOTAL");
+        let mut child = ChildProcess::spawn(
+            "decnet-events",
+            &mut command,
+            Output::File(log),
+            Output::File(log_err),
+        )
+        .context("starting decnet-events")?
+        .on_drop(OnDrop::Terminate(Duration::from_secs(20)));
+        child
+            .wait_for(
+                "/readyz 200",
+                Duration::from_secs(30),
+                Duration::from_millis(200),
+                |_| http_ok(port, "/readyz"),
+            )
+            .with_context(|| format!("decnet-events; see {}", log_path.display()))?;
+        let server = Server { child, port };
         eprintln!(
             "==> bench: decnet-events ({hub_mode}) pid {} on {}",
             server.pid(),
@@ -669,10 +622,11 @@ impl Ctx {
     }
 
     /// A load generator process writing its summary to `<out>/<file>.json`.
-    fn spawn_loadgen(&self, server: &Server, file: &str, args: &[String]) -> Result<Child> {
+    fn spawn_loadgen(&self, server: &Server, file: &str, args: &[String]) -> Result<ChildProcess> {
         let summary = File::create(self.out.join(format!("{file}.json")))
             .with_context(|| format!("creating {file}.json"))?;
-        with_fd_limit(&self.loadgen_bin)
+        let mut command = with_fd_limit(&self.loadgen_bin);
+        command
             .arg("run")
             .args(["--url", &server.url()])
             .args(["--server-pid", &server.pid().to_string()])
@@ -680,11 +634,14 @@ impl Ctx {
             .args(["--users", &USERS.to_string()])
             .args(["--label", file])
             .args(args)
-            .env("DECNET_JWT_SECRET", JWT_SECRET)
-            .stdout(summary)
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting decnet-loadgen")
+            .env("DECNET_JWT_SECRET", JWT_SECRET);
+        ChildProcess::spawn(
+            "decnet-loadgen",
+            &mut command,
+            Output::File(summary),
+            Output::Inherit,
+        )
+        .context("starting decnet-loadgen")
     }
 
     /// Run `streams` spread over as many processes as needed; the summary
@@ -706,8 +663,8 @@ impl Ctx {
         if processes == 1 {
             let mut all = vec!["--streams".to_owned(), streams.to_string()];
             all.extend_from_slice(args);
-            let mut child = self.spawn_loadgen(server, name, &all)?;
-            return wait_bounded(&mut child, budget, "decnet-loadgen");
+            let child = self.spawn_loadgen(server, name, &all)?;
+            return wait_bounded(child, budget);
         }
         let mut children = Vec::new();
         let mut parts = Vec::new();
@@ -728,8 +685,8 @@ impl Ctx {
             parts.push(self.out.join(format!("{part}.json")));
             offset += n;
         }
-        for child in &mut children {
-            wait_bounded(child, budget, "decnet-loadgen")?;
+        for child in children {
+            wait_bounded(child, budget)?;
         }
         let merged = File::create(self.out.join(format!("{name}.json")))
             .with_context(|| format!("creating {name}.json"))?;

@@ -361,15 +361,9 @@ fn ensure_services() -> ServicesReport {
                     spec.name, spec.addr
                 );
                 let started = (spec.start)().status();
-                let deadline = Instant::now() + Duration::from_secs(20);
-                let mut up = false;
-                while Instant::now() < deadline {
-                    if reachable(spec.addr) {
-                        up = true;
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(250));
-                }
+                let up = spec.addr.parse::<SocketAddr>().is_ok_and(|addr| {
+                    test_support::process::wait_for_port(addr, Duration::from_secs(20))
+                });
                 match (up, started) {
                     (true, _) => (true, "started".to_owned()),
                     (false, Ok(status)) => (

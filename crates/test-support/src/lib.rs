@@ -1,13 +1,18 @@
 //! Shared fixtures for decnet-events tests.
 //!
 //! What it is: the one place that decides whether a test that needs a real
-//! PostgreSQL, MySQL (MariaDB), Redis or NATS server runs, fails, or is skipped, and helpers that
-//! start private server processes for tests that kill or restart a broker.
+//! PostgreSQL, MySQL (MariaDB), Redis or NATS server runs, fails, or is skipped; the one
+//! child-process fixture ([`process`]: spawn, wait for a port, SIGTERM /
+//! SIGKILL, captured output), used by [`servers`] (private broker processes
+//! for tests that kill or restart one), the binary's process tests and
+//! `cargo xtask bench`; and, with the default `async` feature, per-test
+//! PostgreSQL schemas ([`pg`]) and a small HTTP/1.1 client that reads
+//! Server-Sent Events incrementally (`http`).
 //! What it is not: a mock of any of those servers; every test that asks for one
 //! talks to the real thing.
 //!
-//! The one exception is [`decnet_broker`] (Unix only): DECNET's own bus broker
-//! is a Python program that is not installed here, so [`decnet_broker::TestBroker`]
+//! The one exception is `decnet_broker` (Unix, feature `async`): DECNET's own bus broker
+//! is a Python program that is not installed here, so `decnet_broker::TestBroker`
 //! re-implements its server side from DECNET.md §1, byte for byte, and runs in
 //! process; tests of the `unix` bus backend use it (no service needed).
 //!
@@ -126,7 +131,11 @@ pub fn unique_suffix() -> String {
     format!("{:x}{:x}{n:x}", std::process::id(), nanos & 0xffff_ffff)
 }
 
-#[cfg(unix)]
+#[cfg(all(unix, feature = "async"))]
 pub mod decnet_broker;
+#[cfg(feature = "async")]
+pub mod http;
+#[cfg(feature = "async")]
 pub mod pg;
+pub mod process;
 pub mod servers;

@@ -3,17 +3,19 @@
 //!
 //! Each server listens on 127.0.0.1 on a [`crate::free_port`], is killed
 //! with SIGKILL on [`NatsServer::kill`] / drop, and can be restarted on the
-//! same port. Use them only inside `svc_nats` / `svc_redis` tests, after
+//! same port. Both run on [`crate::process::ChildProcess`]. Use them only inside `svc_nats` / `svc_redis` tests, after
 //! [`crate::require_service!`], so the same skip policy applies.
 //!
 //! Binaries: `$DECNET_TEST_NATS_SERVER_BIN` or `/usr/sbin/nats-server` or
 //! `nats-server` on `PATH`; `$DECNET_TEST_REDIS_SERVER_BIN` or
 //! `redis-server` on `PATH`.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use crate::process::{ChildProcess, Output, WaitError};
 
 /// How long a start or restart may take before the fixture gives up.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,7 +25,7 @@ struct Process {
     program: String,
     args: Vec<String>,
     port: u16,
-    child: Option<Child>,
+    child: Option<ChildProcess>,
 }
 
 impl Process {
@@ -37,58 +39,38 @@ impl Process {
     }
 
     /// Spawn and wait until the port accepts; retries while the port is
-    /// still held (e.g. just after a kill).
+    /// still held (e.g. just after a kill: the new process exits at once).
     fn start(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         loop {
-            let mut child = Command::new(&self.program)
-                .args(&self.args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|err| panic!("cannot spawn {}: {err}", self.program));
-            // Wait for the port, or for the process to die (port still busy).
-            loop {
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            let mut command = Command::new(&self.program);
+            command.args(&self.args);
+            let mut child =
+                ChildProcess::spawn(&self.program, &mut command, Output::Null, Output::Null)
+                    .unwrap_or_else(|err| panic!("{err}"));
+            let left = deadline.saturating_duration_since(Instant::now());
+            match child.wait_for_port(addr, left) {
+                Ok(()) => {
                     self.child = Some(child);
                     return;
                 }
-                if let Ok(Some(_status)) = child.try_wait() {
-                    break;
+                Err(WaitError::Exited { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
                 }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "{} did not accept connections on port {} within {:?}",
-                        self.program, self.port, START_TIMEOUT
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(25));
+                Err(WaitError::Exited { .. }) => panic!(
+                    "{} kept exiting at start on port {}",
+                    self.program, self.port
+                ),
+                Err(err) => panic!("{err}"),
             }
-            assert!(
-                Instant::now() <= deadline,
-                "{} kept exiting at start on port {}",
-                self.program,
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill();
         }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
