@@ -556,6 +556,7 @@ impl World {
             decnet_stream::decnet_kinds(&repo),
             settings.hub.clone(),
         );
+        let logs = decnet_stream::LogHub::new(&hub, repo.clone(), settings.logs.clone());
         let app = App::new(
             AppParts {
                 hub,
@@ -564,6 +565,7 @@ impl World {
                 limiter: ConnectionLimiter::new(settings.max_per_user, settings.max_total),
                 health: repo.clone(),
                 bus: bus.clone(),
+                logs: Some(logs),
             },
             settings.app.clone(),
             Vec::new(),
