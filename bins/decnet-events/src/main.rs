@@ -109,13 +109,19 @@ fn main() -> ExitCode {
 struct Usage;
 
 /// The settings from the flags and the environment (clap merged them);
-/// every bad variable is printed before the [`Usage`] error.
-fn settings(args: &ArgMatches) -> Result<Settings> {
+/// every bad variable is printed before the [`Usage`] error. Only `serve`
+/// and `mint-token` need the JWT secret (`signs`).
+fn settings(args: &ArgMatches, signs: bool) -> Result<Settings> {
     let lookup = |var: &str| match var {
         "HOME" => std::env::var("HOME").ok(),
         _ => args.get_one::<String>(var).cloned(),
     };
-    Settings::from_lookup(&lookup).map_err(|errors| {
+    let read = if signs {
+        Settings::from_lookup
+    } else {
+        Settings::for_tools
+    };
+    read(&lookup).map_err(|errors| {
         for error in &errors {
             eprintln!("decnet-events: invalid configuration: {error}");
         }
@@ -124,7 +130,7 @@ fn settings(args: &ArgMatches) -> Result<Settings> {
 }
 
 async fn serve(args: &ArgMatches) -> Result<ExitCode> {
-    let settings = settings(args)?;
+    let settings = settings(args, true)?;
     let _telemetry = telemetry::init(settings.log_format);
     tracing::info!(?settings, "starting");
     match rlimit::increase_nofile_limit(u64::MAX) {
@@ -247,7 +253,7 @@ async fn shutdown_signal() {
 }
 
 async fn migrate(args: &ArgMatches) -> Result<ExitCode> {
-    let settings = settings(args)?;
+    let settings = settings(args, false)?;
     let _telemetry = telemetry::init(settings.log_format);
     let applied = backends::migrate(&settings).await?;
     if applied.is_empty() {
@@ -259,7 +265,7 @@ async fn migrate(args: &ArgMatches) -> Result<ExitCode> {
 }
 
 async fn healthcheck(args: &ArgMatches) -> Result<ExitCode> {
-    let settings = settings(args)?;
+    let settings = settings(args, false)?;
     let addr = decnet_api::healthcheck::probe_target(&settings)?;
     decnet_api::healthcheck::probe_ready(addr, Duration::from_secs(5)).await?;
     println!("ready");
@@ -267,10 +273,12 @@ async fn healthcheck(args: &ArgMatches) -> Result<ExitCode> {
 }
 
 async fn mint_token(args: &ArgMatches) -> Result<ExitCode> {
-    let settings = settings(args)?;
-    let secret = settings
-        .jwt_secret
-        .context("DECNET_JWT_SECRET is not set")?;
+    let Some(secret) = settings(args, false)?.jwt_secret else {
+        eprintln!(
+            "decnet-events: invalid configuration: DECNET_JWT_SECRET: mint-token signs with it (--jwt-secret)"
+        );
+        return Err(Usage.into());
+    };
     let user = args.get_one::<String>("user").context("--user")?;
     let ttl = args.get_one::<u64>("ttl-secs").copied().unwrap_or(3600);
     let (token, _) =
@@ -281,7 +289,7 @@ async fn mint_token(args: &ArgMatches) -> Result<ExitCode> {
 }
 
 async fn publish(args: &ArgMatches) -> Result<ExitCode> {
-    let settings = settings(args)?;
+    let settings = settings(args, false)?;
     let topic = args.get_one::<String>("topic").context("topic")?;
     let raw = args
         .get_one::<String>("payload")

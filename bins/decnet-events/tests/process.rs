@@ -296,7 +296,7 @@ async fn the_embedded_demo_prints_its_banner_and_streams_live() {
     let base = format!("http://{}", demo.addr);
     assert!(
         stdout.contains(&format!(
-            "{base}/#token={}&attacker={}",
+            "{base}/#token={}&kind=attacker&key={}&also=identities",
             demo.token, demo.attacker
         )),
         "the console link:\n{stdout}"
@@ -453,8 +453,11 @@ fn mint_token_prints_a_token_the_server_accepts() {
     let mut command = binary();
     command.args(["mint-token", "--user", &user]);
     let no_secret = run(command, Duration::from_secs(15));
-    assert_eq!(no_secret.status.code(), Some(2), "{no_secret:?}");
-    assert!(no_secret.stderr.contains("--jwt-secret"), "{no_secret:?}");
+    assert_eq!(no_secret.status.code(), Some(64), "{no_secret:?}");
+    assert!(
+        no_secret.stderr.contains("DECNET_JWT_SECRET") && no_secret.stderr.contains("--jwt-secret"),
+        "{no_secret:?}"
+    );
 }
 
 #[test]

@@ -910,6 +910,26 @@ impl Settings {
     pub fn from_lookup(
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Settings, Vec<SettingError>> {
+        Self::read(lookup, true)
+    }
+
+    /// As [`Settings::from_lookup`], for tools that sign nothing
+    /// (`migrate`, `publish`, `healthcheck`): the JWT secret may be absent
+    /// (a secret that is set must still be a strong one).
+    ///
+    /// # Errors
+    ///
+    /// Every bad variable, each naming the variable.
+    pub fn for_tools(
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, Vec<SettingError>> {
+        Self::read(lookup, false)
+    }
+
+    fn read(
+        lookup: &dyn Fn(&str) -> Option<String>,
+        need_secret: bool,
+    ) -> Result<Settings, Vec<SettingError>> {
         let get = |var: &str| {
             lookup(var)
                 .map(|v| v.trim().to_owned())
@@ -926,7 +946,7 @@ impl Settings {
             };
             (setting.apply)(&mut value, &mut settings);
         }
-        finish(&get, &mut settings, &mut errors);
+        finish(&get, &mut settings, &mut errors, need_secret);
         if errors.is_empty() {
             Ok(settings)
         } else {
@@ -943,7 +963,12 @@ fn fail(errors: &mut Vec<SettingError>, var: &'static str, message: impl Into<St
 }
 
 /// The settings read together: database, bus, CORS, the secret's rules.
-fn finish(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut Vec<SettingError>) {
+fn finish(
+    get: &dyn Fn(&str) -> Option<String>,
+    s: &mut Settings,
+    errors: &mut Vec<SettingError>,
+    need_secret: bool,
+) {
     database(get, s, errors);
     // DECNET-shaped: DECNET's broker or database is configured.
     let decnet_shaped = matches!(s.db.kind, DbKind::Sqlite | DbKind::Mysql)
@@ -959,7 +984,7 @@ fn finish(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut V
         Err(error) => fail(errors, error.var(), error.to_string()),
     }
     cors(get, s, errors);
-    secret(s, errors);
+    secret(s, errors, need_secret);
     tls(get, s, errors);
     upstream(get, s, errors);
 }
@@ -1207,9 +1232,9 @@ fn cors(get: &dyn Fn(&str) -> Option<String>, s: &mut Settings, errors: &mut Vec
     s.app.cors = Cors::new(origins);
 }
 
-fn secret(s: &mut Settings, errors: &mut Vec<SettingError>) {
+fn secret(s: &mut Settings, errors: &mut Vec<SettingError>, need_secret: bool) {
     match &s.jwt_secret {
-        None if !s.is_embedded() => fail(
+        None if need_secret && !s.is_embedded() => fail(
             errors,
             ENV_JWT_SECRET,
             "is required when a real bus, database or ticket store is configured",
@@ -1287,6 +1312,26 @@ mod tests {
                 setting.env
             );
         }
+    }
+
+    #[test]
+    fn tools_need_no_secret_but_a_set_one_must_be_strong() {
+        let postgres = [
+            (ENV_DB_TYPE, "postgres"),
+            (ENV_DATABASE_URL, "postgres://db/decnet"),
+        ];
+        let lookup = |vars: Vec<(&'static str, &'static str)>| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        assert!(Settings::from_lookup(&lookup(postgres.to_vec())).is_err());
+        assert!(Settings::for_tools(&lookup(postgres.to_vec())).is_ok());
+        let mut weak = postgres.to_vec();
+        weak.push((ENV_JWT_SECRET, "short"));
+        assert!(Settings::for_tools(&lookup(weak)).is_err());
     }
 
     #[test]

@@ -201,8 +201,13 @@ impl Backend for NatsBus {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         async move {
-            // Drain: unsubscribe everything (subscriber streams end), flush,
-            // close the connection (the Bus calls this once, bounded).
+            // Flush first: `drain` only queues its command, so without this a
+            // publish just before close (the `publish` subcommand) can be
+            // lost. Then drain: unsubscribe everything (subscriber streams
+            // end) and close the connection. The Bus bounds both.
+            if let Err(error) = self.client.flush().await {
+                tracing::debug!(%error, "flush before close failed");
+            }
             let _ = self.client.drain().await;
             self.state.send_replace(ConnectionState::Closed);
         }

@@ -1418,7 +1418,7 @@ pub(crate) async fn ops_endpoints(world: World) {
         "/nope",
         "/api/v1/attackers//events",
         "/api/v1/attackers/a/b/events",
-        "/api/v1/stream",
+        "/api/v1/stream/extra",
     ] {
         server
             .request("GET", path, &[])
