@@ -223,7 +223,11 @@ fn parse(text: &str) -> Option<DbTime> {
         let om = i8::try_from(om).ok()?;
         UtcOffset::from_hms(sign * oh, sign * om, 0).ok()?
     };
-    let utc = local.assume_offset(offset).to_offset(UtcOffset::UTC);
+    // Checked: `9999-12-31T23:59-01:00` is past the last representable date
+    // in UTC (`to_offset` would panic).
+    let utc = local
+        .assume_offset(offset)
+        .checked_to_offset(UtcOffset::UTC)?;
     Some(DbTime::aware(PrimitiveDateTime::new(
         utc.date(),
         utc.time(),
@@ -286,6 +290,8 @@ mod tests {
             "2026-06-20 12:00:00+5",
             "2026-06-20X12:00",
             "today",
+            "9999-12-31T23:59:59-23:59",
+            "9999-12-31 23:00-01:00",
         ] {
             assert!(DbTime::parse(bad).is_err(), "{bad:?}");
         }
