@@ -46,7 +46,8 @@ impl DbTime {
         let sub = u32::try_from(micros.rem_euclid(1_000_000)).ok()?;
         let at = time::OffsetDateTime::from_unix_timestamp(seconds).ok()?;
         let at = at.replace_microsecond(sub).ok()?;
-        Some(DbTime::naive(PrimitiveDateTime::new(at.date(), at.time())))
+        let utc = PrimitiveDateTime::new(at.date(), at.time());
+        in_python_range(utc).then_some(DbTime::naive(utc))
     }
 
     /// A naive value for a [`SystemTime`] (microseconds kept).
@@ -94,13 +95,17 @@ impl DbTime {
     /// Parse an ISO 8601 datetime as DECNET's drivers store it: `YYYY-MM-DD`,
     /// then `T` or a space, `HH:MM[:SS[.f..]]` (up to 9 fractional digits,
     /// kept to the microsecond, truncated), then optionally `Z` or `±HH:MM`
-    /// (aware; converted to UTC). A date alone is midnight.
+    /// (aware; converted to UTC). A date alone is midnight. Years 1-9999
+    /// only, before and after the conversion (Python's `datetime`, so
+    /// DECNET can neither store nor render anything else).
     ///
     /// # Errors
     ///
     /// [`DbTimeError`] for anything else.
     pub fn parse(text: &str) -> Result<DbTime, DbTimeError> {
-        parse(text.trim()).ok_or_else(|| DbTimeError(text.to_owned()))
+        parse(text.trim())
+            .filter(|at| in_python_range(at.utc))
+            .ok_or_else(|| DbTimeError(text.to_owned()))
     }
 
     /// `YYYY-MM-DD HH:MM:SS` (space, no fraction, no zone): the form of
@@ -150,6 +155,11 @@ impl Serialize for DbTime {
     }
 }
 
+/// Whether `at` is within Python's `datetime` (years 1-9999).
+fn in_python_range(at: PrimitiveDateTime) -> bool {
+    (1..=9999).contains(&at.year())
+}
+
 fn digits(text: &str, n: usize) -> Option<(u32, &str)> {
     let head = text.get(..n)?;
     if !head.bytes().all(|b| b.is_ascii_digit()) {
@@ -164,6 +174,9 @@ fn expect(text: &str, c: char) -> Option<&str> {
 
 fn parse(text: &str) -> Option<DbTime> {
     let (year, rest) = digits(text, 4)?;
+    if year == 0 {
+        return None;
+    }
     let (month, rest) = digits(expect(rest, '-')?, 2)?;
     let (day, rest) = digits(expect(rest, '-')?, 2)?;
     let date = Date::from_calendar_date(
@@ -223,7 +236,11 @@ fn parse(text: &str) -> Option<DbTime> {
         let om = i8::try_from(om).ok()?;
         UtcOffset::from_hms(sign * oh, sign * om, 0).ok()?
     };
-    let utc = local.assume_offset(offset).to_offset(UtcOffset::UTC);
+    // Checked: `9999-12-31T23:59-01:00` is past the last representable date
+    // in UTC (`to_offset` would panic).
+    let utc = local
+        .assume_offset(offset)
+        .checked_to_offset(UtcOffset::UTC)?;
     Some(DbTime::aware(PrimitiveDateTime::new(
         utc.date(),
         utc.time(),
@@ -286,6 +303,11 @@ mod tests {
             "2026-06-20 12:00:00+5",
             "2026-06-20X12:00",
             "today",
+            "9999-12-31T23:59:59-23:59",
+            "9999-12-31 23:00-01:00",
+            "0000-06-01",
+            "0000-12-31T23:00-01:00",
+            "0001-01-01T00:00+00:01",
         ] {
             assert!(DbTime::parse(bad).is_err(), "{bad:?}");
         }
@@ -300,5 +322,9 @@ mod tests {
         let sys = t.to_system_time();
         assert_eq!(DbTime::from_system_time(sys), Some(t));
         assert_eq!(DbTime::from_unix_micros(i64::MAX), None);
+        // Year 0 and before are outside Python's datetime.
+        let first = DbTime::parse("0001-01-01").expect("year 1");
+        assert_eq!(DbTime::from_unix_micros(first.unix_micros()), Some(first));
+        assert_eq!(DbTime::from_unix_micros(first.unix_micros() - 1), None);
     }
 }

@@ -186,7 +186,19 @@ fn term(token: &str) -> Option<SearchTerm> {
 /// comment and `\r` as an ordinary byte, and DECNET's `search=#tag` must
 /// search for `#tag`.
 pub(crate) fn tokens(text: &str) -> Vec<String> {
-    shlex_split(text).unwrap_or_else(|| text.split_whitespace().map(str::to_owned).collect())
+    shlex_split(text).unwrap_or_else(|| {
+        text.split(is_py_whitespace)
+            .filter(|token| !token.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+}
+
+/// Python's `str.isspace()`: Unicode `White_Space` (Rust's
+/// `char::is_whitespace`) plus the separators U+001C..U+001F, which
+/// `str.split()` also splits on.
+fn is_py_whitespace(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
 fn shlex_split(text: &str) -> Option<Vec<String>> {
@@ -279,6 +291,8 @@ mod tests {
     fn unbalanced_quotes_fall_back_to_whitespace() {
         assert_eq!(split(r#"say "hello world"#), ["say", "\"hello", "world"]);
         assert_eq!(split(r"trailing \"), ["trailing", "\\"]);
+        // Python's str.split() also splits on U+001C..U+001F.
+        assert_eq!(split("'a\u{1c}b\u{1f}c"), ["'a", "b", "c"]);
     }
 
     #[test]
