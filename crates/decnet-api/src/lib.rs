@@ -13,7 +13,8 @@
 //! (`bins/decnet-events`) reads the environment through [`settings`] and
 //! builds the backends; an embedder builds its own [`AppParts`].
 //!
-//! Mount it in your own hyper service ([`App::serves`] then [`App::handle`]):
+//! Mount it in your own hyper service ([`App::serves`] then [`App::handle`];
+//! `examples/embed.rs` is a whole program mounting the attacker stream):
 //!
 //! ```no_run
 //! # async fn run(app: decnet_api::App) {
