@@ -44,8 +44,8 @@ use std::time::{Duration, SystemTime};
 use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
 
 use futures::FutureExt;
 
@@ -251,10 +251,16 @@ impl PgRepository {
         if config.schema.as_deref() == Some("") {
             return Err(invalid("schema must not be empty".into()));
         }
-        let mut pg: tokio_postgres::Config = config
-            .url
+        let (url, tls) = crate::pg_tls::TlsSettings::take_from_url(&config.url)
+            .map_err(|err| invalid(format!("database url: {err}")))?;
+        let mut pg: tokio_postgres::Config = url
             .parse()
             .map_err(|err| invalid(format!("database url: {err}")))?;
+        // A key-value string carries its own sslmode, which tokio-postgres read.
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            pg.ssl_mode(tls.mode);
+        }
+        let tls = crate::pg_tls::MakeRustls::new(tls.client_config().map_err(invalid)?);
         pg.connect_timeout(config.connect_timeout);
         if pg.get_application_name().is_none() {
             pg.application_name("decnet-events");
@@ -270,7 +276,7 @@ impl PgRepository {
 
         let manager = Manager::from_config(
             pg,
-            NoTls,
+            tls,
             ManagerConfig {
                 // `Fast` only checks that the connection is open: no round trip
                 // per checkout. A connection that broke while idle fails its
