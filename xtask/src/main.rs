@@ -103,6 +103,22 @@ fn test(extra: &[String]) -> Result<()> {
         );
     }
 
+    let chromium = ensure_chromium();
+    if in_ci() && chromium.is_none() {
+        bail!(
+            "CI=true and chromium is not installed (the console's browser test cannot be skipped in CI)"
+        );
+    }
+    if !Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!(
+            "\n!!! no Docker daemon is reachable: the container image test will say SKIPPED (the image is not built)"
+        );
+    }
+
     let mut skips: Vec<String> = Vec::new();
     let mut tests = if has_nextest() {
         let mut c = cargo();
@@ -131,6 +147,9 @@ fn test(extra: &[String]) -> Result<()> {
                 skips.push(svc.marker.to_owned());
             }
         }
+    }
+    if let Some(path) = &chromium {
+        tests.env("DECNET_TEST_CHROMIUM", path);
     }
     tests.args(extra);
     if !skips.is_empty() {
@@ -386,6 +405,33 @@ fn ensure_services() -> ServicesReport {
         })
         .collect();
     ServicesReport { services }
+}
+
+/// Chromium for the console's browser test: found, else installed with
+/// apt-get (Debian's `chromium`) when this runs as root.
+fn ensure_chromium() -> Option<PathBuf> {
+    let find = || {
+        ["chromium", "chromium-browser"].iter().find_map(|name| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|dir| dir.join(name))
+                    .find(|p| p.is_file())
+            })
+        })
+    };
+    if let Some(path) = find() {
+        return Some(path);
+    }
+    eprintln!("    chromium: not installed, installing it with apt-get");
+    let installed = Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends", "chromium"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        eprintln!("    chromium: apt-get install failed; the browser test will say SKIPPED");
+    }
+    find()
 }
 
 // === bench ===
