@@ -7,29 +7,19 @@
 //! non-empty path segment per parameter), and an
 //! `application/x-www-form-urlencoded` parser from the WHATWG URL
 //! standard. The redaction property computes the secret values from the
-//! generated query. Case count: `DECNET_FUZZ_CASES` (default 256).
+//! generated query. Case count: `PROPTEST_CASES` (default 256).
 
 use decnet_api::{Route, StreamRoute, query_param, redacted_query};
 use http::Method;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
-/// Cases per property: `DECNET_FUZZ_CASES` when set, else 256.
-fn cases() -> u32 {
-    std::env::var("DECNET_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
-}
-
+/// Cases per property: proptest's `PROPTEST_CASES` (default 256; `cargo xtask
+/// soak` runs more); failures are kept in `proptest-regressions/fuzz.txt`.
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: cases(),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/fuzz.txt",
-        ))),
-        ..ProptestConfig::default()
-    }
+    ProptestConfig::with_failure_persistence(FileFailurePersistence::Direct(
+        "proptest-regressions/fuzz.txt",
+    ))
 }
 
 // === the path ===

@@ -8,7 +8,7 @@
 //! a reference model of DESIGN.md's rules (written here from the
 //! verifier's documentation) accepts them. Tokens are signed with a known
 //! secret by the crate's own `encode_claims` and, for hand-built headers,
-//! by jsonwebtoken's HMAC. Case count: `DECNET_FUZZ_CASES` (default 256).
+//! by jsonwebtoken's HMAC. Case count: `PROPTEST_CASES` (default 256).
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -29,22 +29,12 @@ use proptest::sample::Index;
 use proptest::test_runner::FileFailurePersistence;
 use serde_json::{Map, Value, json};
 
-/// Cases per property: `DECNET_FUZZ_CASES` when set, else 256.
-fn cases() -> u32 {
-    std::env::var("DECNET_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
-}
-
+/// Cases per property: proptest's `PROPTEST_CASES` (default 256; `cargo xtask
+/// soak` runs more); failures are kept in `proptest-regressions/fuzz.txt`.
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: cases(),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/fuzz.txt",
-        ))),
-        ..ProptestConfig::default()
-    }
+    ProptestConfig::with_failure_persistence(FileFailurePersistence::Direct(
+        "proptest-regressions/fuzz.txt",
+    ))
 }
 
 thread_local! {

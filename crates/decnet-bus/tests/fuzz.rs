@@ -5,7 +5,7 @@
 //!
 //! Each property compares against a small reference model written here, so
 //! "does not panic" is never the only thing checked. Case count:
-//! `DECNET_FUZZ_CASES` (default 256; `cargo xtask soak` runs 20000).
+//! `PROPTEST_CASES` (default 256; `cargo xtask soak` runs more).
 
 use std::collections::HashSet;
 
@@ -19,22 +19,12 @@ use proptest::sample::Index;
 use proptest::test_runner::FileFailurePersistence;
 use serde_json::{Map, Value, json};
 
-/// Cases per property: `DECNET_FUZZ_CASES` when set, else 256.
-fn cases() -> u32 {
-    std::env::var("DECNET_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
-}
-
+/// Cases per property: proptest's `PROPTEST_CASES` (default 256; `cargo xtask
+/// soak` runs more); failures are kept in `proptest-regressions/fuzz.txt`.
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: cases(),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/fuzz.txt",
-        ))),
-        ..ProptestConfig::default()
-    }
+    ProptestConfig::with_failure_persistence(FileFailurePersistence::Direct(
+        "proptest-regressions/fuzz.txt",
+    ))
 }
 
 // ======================================================================

@@ -7,28 +7,18 @@
 //! mode, `whitespace_split`, no commenters), written out here state by
 //! state after CPython's `shlex.read_token`, falling back to `str.split()`
 //! (Python whitespace) when it raises; then the token rules of DECNET.md
-//! §3.1. Case count: `DECNET_FUZZ_CASES` (default 256).
+//! §3.1. Case count: `PROPTEST_CASES` (default 256).
 
 use decnet_repo::{DbTime, LogColumn, LogFilter, SearchTerm};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
-/// Cases per property: `DECNET_FUZZ_CASES` when set, else 256.
-fn cases() -> u32 {
-    std::env::var("DECNET_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
-}
-
+/// Cases per property: proptest's `PROPTEST_CASES` (default 256; `cargo xtask
+/// soak` runs more); failures are kept in `proptest-regressions/fuzz.txt`.
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: cases(),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/fuzz.txt",
-        ))),
-        ..ProptestConfig::default()
-    }
+    ProptestConfig::with_failure_persistence(FileFailurePersistence::Direct(
+        "proptest-regressions/fuzz.txt",
+    ))
 }
 
 // === the reference ===

@@ -7,7 +7,7 @@
 //! (U+FFFD for invalid sequences), drop one leading BOM, then split lines on
 //! CRLF, CR or LF and process fields. The decoder splits bytes first and
 //! decodes per line; the properties check that this, and any chunking, give
-//! the spec's result. Case count: `DECNET_FUZZ_CASES` (default 256).
+//! the spec's result. Case count: `PROPTEST_CASES` (default 256).
 
 use bytes::BytesMut;
 use decnet_sse::{
@@ -18,22 +18,12 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::FileFailurePersistence;
 
-/// Cases per property: `DECNET_FUZZ_CASES` when set, else 256.
-fn cases() -> u32 {
-    std::env::var("DECNET_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
-}
-
+/// Cases per property: proptest's `PROPTEST_CASES` (default 256; `cargo xtask
+/// soak` runs more); failures are kept in `proptest-regressions/fuzz.txt`.
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: cases(),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/fuzz.txt",
-        ))),
-        ..ProptestConfig::default()
-    }
+    ProptestConfig::with_failure_persistence(FileFailurePersistence::Direct(
+        "proptest-regressions/fuzz.txt",
+    ))
 }
 
 /// The spec's processing model over a whole stream.

@@ -4,7 +4,7 @@
 //! References written here: the validation rules as documented on
 //! [`validate_topic`] / [`validate_pattern`] / [`validate_segment`], token
 //! by token; NATS matching over token lists; and DECNET's own matcher as
-//! DECNET.md 1.6 describes it. Case count: `DECNET_FUZZ_CASES` (default 256).
+//! DECNET.md 1.6 describes it. Case count: `PROPTEST_CASES` (default 256).
 
 use decnet_topics::{
     ROOTS, Topic, TopicError, TopicPattern, all_under, matches, observation, sse_event_name, topic,
@@ -13,22 +13,12 @@ use decnet_topics::{
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
-/// Cases per property: `DECNET_FUZZ_CASES` when set, else 256.
-fn cases() -> u32 {
-    std::env::var("DECNET_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
-}
-
+/// Cases per property: proptest's `PROPTEST_CASES` (default 256; `cargo xtask
+/// soak` runs more); failures are kept in `proptest-regressions/fuzz.txt`.
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: cases(),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/fuzz.txt",
-        ))),
-        ..ProptestConfig::default()
-    }
+    ProptestConfig::with_failure_persistence(FileFailurePersistence::Direct(
+        "proptest-regressions/fuzz.txt",
+    ))
 }
 
 /// Strings that hit every rule: dots, wildcards in and out of tokens,
