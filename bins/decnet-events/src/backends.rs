@@ -17,17 +17,6 @@ pub(crate) struct Repository {
     pub(crate) writer: Option<Arc<dyn decnet_repo::RepositoryWriter>>,
 }
 
-/// A development secret for the embedded demo: 32 random bytes as hex.
-pub(crate) fn generated_secret() -> Result<Vec<u8>> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("OS random generator: {e}"))?;
-    Ok(bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
-        .into_bytes())
-}
-
 fn postgres(settings: &Settings) -> Result<PgRepository> {
     let url = settings
         .db

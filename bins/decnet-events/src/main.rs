@@ -13,6 +13,7 @@
 mod backends;
 mod telemetry;
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -46,6 +47,7 @@ fn setting_args() -> Vec<Arg> {
 
 fn cli() -> Command {
     let settings = setting_args();
+    let env_file = arg!(--"env-file" <PATH> "Read DECNET's env file from PATH instead of ./.env.local and ./.env (the real environment wins over it)").global(true);
     let with_settings = |name: &'static str, about: &'static str| {
         Command::new(name).about(about).args(settings.clone())
     };
@@ -53,6 +55,7 @@ fn cli() -> Command {
         .version(env!("CARGO_PKG_VERSION"))
         .about("DECNET's live streams (Server-Sent Events) for the analyst dashboard")
         .args(settings.clone())
+        .arg(env_file)
         .args_conflicts_with_subcommands(true)
         .subcommand(with_settings("serve", "Serve the HTTP API (the default when no subcommand is given)"))
         .subcommand(with_settings("migrate", "Apply the embedded migrations to the PostgreSQL database (never to DECNET's own)"))
@@ -112,9 +115,17 @@ struct Usage;
 /// every bad variable is printed before the [`Usage`] error. Only `serve`
 /// and `mint-token` need the JWT secret (`signs`).
 fn settings(args: &ArgMatches, signs: bool) -> Result<Settings> {
+    let explicit = args
+        .get_one::<String>("env-file")
+        .map(std::path::PathBuf::from);
+    let file =
+        decnet_api::settings::env_files(Path::new("."), explicit.as_deref()).map_err(|error| {
+            eprintln!("decnet-events: invalid configuration: {error}");
+            Usage
+        })?;
     let lookup = |var: &str| match var {
         "HOME" => std::env::var("HOME").ok(),
-        _ => args.get_one::<String>(var).cloned(),
+        _ => args.get_one::<String>(var).or(file.get(var)).cloned(),
     };
     let read = if signs {
         Settings::from_lookup
@@ -152,7 +163,7 @@ async fn serve(args: &ArgMatches) -> Result<ExitCode> {
 
     let secret = match &settings.jwt_secret {
         Some(secret) => secret.clone().into_bytes(),
-        None => backends::generated_secret()?,
+        None => decnet_auth::generate_secret()?.into_bytes(),
     };
     let repo = backends::repository(&settings).await?;
     let bus = decnet_bus::Bus::connect(&settings.bus)

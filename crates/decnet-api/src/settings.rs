@@ -225,6 +225,78 @@ impl Settings {
     }
 }
 
+/// The env files DECNET reads, in its order: `.env.local`, then `.env`.
+pub const ENV_FILES: [&str; 2] = [".env.local", ".env"];
+
+/// Why an env file could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct EnvFileError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong (a line number for a syntax error; never a value).
+    pub message: String,
+}
+
+/// The variables of DECNET's env files, as DECNET (python-dotenv) reads
+/// them: `KEY=value` lines, `#` comments, optional `export` and quotes.
+/// With `explicit`, that file alone (it must exist); otherwise `.env.local`
+/// then `.env` in `dir` when present, the first file to set a variable
+/// winning. The caller lets the real environment win over every file, as
+/// DECNET does (`load_dotenv` never overrides).
+///
+/// # Errors
+///
+/// [`EnvFileError`] naming the file: unreadable, or a line that is not
+/// `KEY=value`.
+pub fn env_files(
+    dir: &std::path::Path,
+    explicit: Option<&std::path::Path>,
+) -> Result<std::collections::BTreeMap<String, String>, EnvFileError> {
+    let candidates: Vec<PathBuf> = match explicit {
+        Some(path) => vec![path.to_path_buf()],
+        None => ENV_FILES
+            .iter()
+            .map(|name| dir.join(name))
+            .filter(|path| path.is_file())
+            .collect(),
+    };
+    let mut vars = std::collections::BTreeMap::new();
+    for path in candidates {
+        let fail = |message: String| EnvFileError {
+            path: path.clone(),
+            message,
+        };
+        let entries =
+            dotenvy::from_path_iter(&path).map_err(|e| fail(env_file_reason(&e, &path)))?;
+        for entry in entries {
+            let (key, value) = entry.map_err(|e| fail(env_file_reason(&e, &path)))?;
+            vars.entry(key).or_insert(value);
+        }
+    }
+    Ok(vars)
+}
+
+/// What is wrong with an env file, without repeating a line (it may hold a
+/// secret): the number of the line the parser refused.
+fn env_file_reason(error: &dotenvy::Error, path: &std::path::Path) -> String {
+    match error {
+        dotenvy::Error::LineParse(line, _) => {
+            let number = std::fs::read_to_string(path).ok().and_then(|text| {
+                text.lines()
+                    .position(|l| l.trim() == line.trim())
+                    .map(|i| i + 1)
+            });
+            match number {
+                Some(n) => format!("line {n} is not KEY=value"),
+                None => "a line is not KEY=value".to_owned(),
+            }
+        }
+        dotenvy::Error::Io(io) => io.to_string(),
+        _ => "cannot be read".to_owned(),
+    }
+}
+
 /// One bad setting.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{var}: {message}")]
@@ -1332,6 +1404,35 @@ mod tests {
         let mut weak = postgres.to_vec();
         weak.push((ENV_JWT_SECRET, "short"));
         assert!(Settings::for_tools(&lookup(weak)).is_err());
+    }
+
+    #[test]
+    fn env_files_are_read_in_decnets_order() {
+        let dir =
+            std::env::temp_dir().join(format!("decnet-envfile-{}-{}", std::process::id(), line!()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(
+            dir.join(".env.local"),
+            "# DECNET\nDECNET_BIND=0.0.0.0:8000\nexport DECNET_DB_TYPE=sqlite\n",
+        )
+        .expect("write");
+        std::fs::write(
+            dir.join(".env"),
+            "DECNET_BIND=127.0.0.1:1\nDECNET_WEB_PORT=\"9090\"\n",
+        )
+        .expect("write");
+        let vars = env_files(&dir, None).expect("readable");
+        assert_eq!(
+            vars["DECNET_BIND"], "0.0.0.0:8000",
+            ".env.local wins over .env"
+        );
+        assert_eq!(vars["DECNET_DB_TYPE"], "sqlite");
+        assert_eq!(vars["DECNET_WEB_PORT"], "9090");
+        std::fs::write(dir.join("bad"), "DECNET_OK=1\nthis is not a line\n").expect("write");
+        let error = env_files(&dir, Some(&dir.join("bad"))).expect_err("bad line");
+        assert!(error.to_string().contains("line 2"), "{error}");
+        assert!(env_files(&dir, Some(&dir.join("missing"))).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -91,7 +91,8 @@ mod verifier;
 
 pub use limiter::{ConnectionLimiter, ConnectionSlot, LimitError};
 pub use mint::{
-    AUDIENCE, Claims, ISSUER, MintError, TOKEN_TYPE_ACCESS, encode_claims, mint_access_token,
+    AUDIENCE, Claims, ISSUER, MintError, TOKEN_TYPE_ACCESS, encode_claims, generate_secret,
+    mint_access_token,
 };
 pub use roles::{Forbidden, ROLE_ADMIN, ROLE_VIEWER, authorize_stream};
 pub use ticket::{

@@ -113,6 +113,18 @@ pub fn encode_claims<T: Serialize>(secret: &[u8], claims: &T) -> Result<String, 
         .map_err(|e| MintError::Sign(Box::new(e)))
 }
 
+/// A fresh HS256 secret: 32 bytes from the OS CSPRNG, as 64 hex characters
+/// (the embedded demo's, when none is configured).
+///
+/// # Errors
+///
+/// [`MintError::Random`] when the OS generator fails.
+pub fn generate_secret() -> Result<String, MintError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| MintError::Random(Box::new(e)))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// A random v4 uuid from the OS CSPRNG, without panicking when it fails.
 fn random_jti() -> Result<String, MintError> {
     let mut bytes = [0u8; 16];
@@ -126,6 +138,17 @@ fn random_jti() -> Result<String, MintError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_secrets_are_long_and_fresh() {
+        let (a, b) = (
+            generate_secret().expect("random"),
+            generate_secret().expect("random"),
+        );
+        assert_eq!(a.len(), 64);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
 
     #[test]
     fn minted_claims_are_pinned_and_unique() {
