@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
 const MIB: usize = 1024 * 1024;
@@ -128,26 +128,7 @@ async fn upstream_handler(request: Request<Incoming>) -> Result<Response<TestBod
 
 /// The upstream on a free port.
 async fn start_upstream() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind upstream");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(
-                        TokioIo::new(stream),
-                        hyper::service::service_fn(upstream_handler),
-                    )
-                    .await;
-            });
-        }
-    });
-    addr
+    test_support::http::serve_http1(upstream_handler).await
 }
 
 /// decnet-events in front of `upstream`, configured through the settings

@@ -124,6 +124,8 @@ mod null;
 mod queue;
 #[cfg(feature = "redis")]
 mod redis_bus;
+#[cfg(any(feature = "redis", unix))]
+mod router;
 #[cfg(unix)]
 mod unix_bus;
 pub mod unix_proto;

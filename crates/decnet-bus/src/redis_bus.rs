@@ -27,7 +27,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
 use crate::backend::{Backend, ConnectionState, RawSubscription};
 use crate::config::{BusKind, DEFAULT_REDIS_URL};
@@ -35,6 +35,7 @@ use crate::error::{ConnectError, PublishError, SubscribeError};
 use crate::glob::nats_pattern_to_redis_glob;
 use crate::memory::DEFAULT_QUEUE_CAPACITY;
 use crate::queue::DropOldestQueue;
+use crate::router::{self, Command, Commands, Flow, Inbox, Router as _};
 
 /// Settings of a [`RedisBus`].
 #[derive(Clone, PartialEq, Eq)]
@@ -83,44 +84,14 @@ impl std::fmt::Debug for RedisConfig {
     }
 }
 
-enum Command {
-    Subscribe {
-        id: u64,
-        pattern: String,
-        queue: Arc<DropOldestQueue>,
-        ack: oneshot::Sender<()>,
-    },
-    Unsubscribe {
-        id: u64,
-    },
-    Close {
-        ack: oneshot::Sender<()>,
-    },
-}
-
-/// Tells the router when a subscription is dropped (no I/O in `Drop`: the
-/// router does the `PUNSUBSCRIBE`).
-struct Unsubscribe {
-    commands: mpsc::UnboundedSender<Command>,
-    id: u64,
-}
-
-impl Drop for Unsubscribe {
-    fn drop(&mut self) {
-        let _ = self.commands.send(Command::Unsubscribe { id: self.id });
-    }
-}
-
 /// The Redis pub/sub transport (see the module docs for the design).
 pub struct RedisBus {
     client: redis::Client,
     // std Mutex: held only to clone or replace the handle, never across .await.
     publisher: Mutex<Option<(u64, MultiplexedConnection)>>,
     generation: AtomicU64,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: Commands,
     state: Arc<watch::Sender<ConnectionState>>,
-    dropped: Arc<AtomicU64>,
-    next_id: AtomicU64,
     config: RedisConfig,
 }
 
@@ -152,14 +123,13 @@ impl RedisBus {
             })?;
         let (state, _) = watch::channel(ConnectionState::Reconnecting);
         let state = Arc::new(state);
-        let (commands, receiver) = mpsc::unbounded_channel();
+        let (commands, inbox) = Commands::channel(config.queue_capacity);
         let router = Router {
             client: client.clone(),
-            commands: receiver,
+            inbox,
             state: state.clone(),
             routes: HashMap::new(),
             globs: HashMap::new(),
-            close_ack: None,
             config: config.clone(),
         };
         tokio::spawn(router.run());
@@ -169,8 +139,6 @@ impl RedisBus {
             generation: AtomicU64::new(0),
             commands,
             state,
-            dropped: Arc::new(AtomicU64::new(0)),
-            next_id: AtomicU64::new(0),
             config,
         })
     }
@@ -237,29 +205,9 @@ impl Backend for RedisBus {
     }
 
     fn subscribe(&self, pattern: &str) -> BoxFuture<'_, Result<RawSubscription, SubscribeError>> {
-        let pattern = pattern.to_owned();
-        async move {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let queue = DropOldestQueue::new(self.config.queue_capacity, self.dropped.clone());
-            let (ack, acked) = oneshot::channel();
-            self.commands
-                .send(Command::Subscribe {
-                    id,
-                    pattern,
-                    queue: queue.clone(),
-                    ack,
-                })
-                .map_err(|_| SubscribeError::Closed)?;
-            let guard = Unsubscribe {
-                commands: self.commands.clone(),
-                id,
-            };
-            // The router answers once the PSUBSCRIBE is confirmed (or at once
-            // while disconnected: it is re-issued on reconnect).
-            acked.await.map_err(|_| SubscribeError::Closed)?;
-            Ok(DropOldestQueue::into_subscription(queue, guard))
-        }
-        .boxed()
+        // The router answers once the PSUBSCRIBE is confirmed (or at once
+        // while disconnected: it is re-issued on reconnect).
+        self.commands.subscribe(pattern.to_owned()).boxed()
     }
 
     fn state(&self) -> watch::Receiver<ConnectionState> {
@@ -269,10 +217,7 @@ impl Backend for RedisBus {
     fn close(&self) -> BoxFuture<'_, ()> {
         async move {
             *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            let (ack, acked) = oneshot::channel();
-            if self.commands.send(Command::Close { ack }).is_ok() {
-                let _ = acked.await;
-            }
+            self.commands.close().await;
             self.state.send_replace(ConnectionState::Closed);
         }
         .boxed()
@@ -283,7 +228,7 @@ impl Backend for RedisBus {
     }
 
     fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.commands.dropped()
     }
 }
 
@@ -295,22 +240,13 @@ struct Route {
     queue: Arc<DropOldestQueue>,
 }
 
-/// What the router does next.
-enum Flow {
-    /// Reconnect (the connection was lost, or a backoff delay ended).
-    Retry,
-    /// Stop: closed, or every handle to the bus is gone.
-    Stop,
-}
-
 struct Router {
     client: redis::Client,
-    commands: mpsc::UnboundedReceiver<Command>,
+    inbox: Inbox,
     state: Arc<watch::Sender<ConnectionState>>,
     routes: HashMap<u64, Route>,
     /// PSUBSCRIBEd glob -> number of routes using it.
     globs: HashMap<String, usize>,
-    close_ack: Option<oneshot::Sender<()>>,
     config: RedisConfig,
 }
 
@@ -361,20 +297,11 @@ impl Router {
         }
         self.routes.clear();
         self.state.send_replace(ConnectionState::Closed);
-        if let Some(ack) = self.close_ack.take() {
-            let _ = ack.send(());
-        }
+        self.inbox.closed();
     }
 
     fn set_state(&self, next: ConnectionState) {
-        self.state.send_if_modified(|current| {
-            if *current == ConnectionState::Closed || *current == next {
-                false
-            } else {
-                *current = next;
-                true
-            }
-        });
+        router::set_state(&self.state, next);
     }
 
     /// Open the pub/sub connection and re-issue every PSUBSCRIBE.
@@ -448,12 +375,9 @@ impl Router {
                     Some(message) => self.route(&message),
                     None => return Flow::Retry,
                 },
-                command = self.commands.recv() => match command {
+                command = self.inbox.recv() => match command {
                     None => return Flow::Stop,
-                    Some(Command::Close { ack }) => {
-                        self.close_ack = Some(ack);
-                        return Flow::Stop;
-                    }
+                    Some(Command::Close { ack }) => return self.inbox.closing(ack),
                     Some(Command::Subscribe { id, pattern, queue, ack }) => {
                         let flow = match self.add(id, pattern, queue) {
                             Some(glob) => {
@@ -487,30 +411,18 @@ impl Router {
             }
         }
     }
+}
 
-    /// Wait `delay` before the next connection attempt, still serving
-    /// commands (subscriptions register now, PSUBSCRIBE on reconnect).
-    async fn idle(&mut self, delay: Duration) -> Flow {
-        let sleep = tokio::time::sleep(delay);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                () = &mut sleep => return Flow::Retry,
-                command = self.commands.recv() => match command {
-                    None => return Flow::Stop,
-                    Some(Command::Close { ack }) => {
-                        self.close_ack = Some(ack);
-                        return Flow::Stop;
-                    }
-                    Some(Command::Subscribe { id, pattern, queue, ack }) => {
-                        let _ = self.add(id, pattern, queue);
-                        let _ = ack.send(());
-                    }
-                    Some(Command::Unsubscribe { id }) => {
-                        let _ = self.remove(id);
-                    }
-                },
-            }
-        }
+impl router::Router for Router {
+    fn inbox(&mut self) -> &mut Inbox {
+        &mut self.inbox
+    }
+
+    fn register(&mut self, id: u64, pattern: String, queue: Arc<DropOldestQueue>) {
+        let _ = self.add(id, pattern, queue);
+    }
+
+    fn unregister(&mut self, id: u64) {
+        let _ = self.remove(id);
     }
 }

@@ -82,7 +82,6 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -102,6 +101,7 @@ use crate::config::{BusKind, DEFAULT_SOCKET_PATH};
 use crate::error::{PublishError, SubscribeError};
 use crate::memory::DEFAULT_QUEUE_CAPACITY;
 use crate::queue::DropOldestQueue;
+use crate::router::{self, Command, Commands, Flow, Inbox, Router as _};
 use crate::unix_proto::{self, EncodeError, FrameDecoder, MAX_BODY_BYTES, Verb};
 
 /// The `HELLO` name this backend sends by default.
@@ -247,33 +247,6 @@ struct PublishRequest {
     done: Option<oneshot::Sender<io::Result<()>>>,
 }
 
-enum Command {
-    Subscribe {
-        id: u64,
-        pattern: String,
-        queue: Arc<DropOldestQueue>,
-        ack: oneshot::Sender<()>,
-    },
-    Unsubscribe {
-        id: u64,
-    },
-    Close {
-        ack: oneshot::Sender<()>,
-    },
-}
-
-/// Tells the task when a subscription is dropped (no I/O in `Drop`).
-struct Unsubscribe {
-    commands: mpsc::UnboundedSender<Command>,
-    id: u64,
-}
-
-impl Drop for Unsubscribe {
-    fn drop(&mut self) {
-        let _ = self.commands.send(Command::Unsubscribe { id: self.id });
-    }
-}
-
 /// What the bus handle and its task share.
 struct Shared {
     state: watch::Sender<ConnectionState>,
@@ -297,9 +270,7 @@ impl Shared {
 /// A client of DECNET's UNIX-socket broker (see the module docs).
 pub struct UnixBus {
     shared: Arc<Shared>,
-    commands: mpsc::UnboundedSender<Command>,
-    dropped: Arc<AtomicU64>,
-    next_id: AtomicU64,
+    commands: Commands,
     config: UnixConfig,
 }
 
@@ -336,14 +307,13 @@ impl UnixBus {
             state,
             publisher: Mutex::new(None),
         });
-        let (commands, receiver) = mpsc::unbounded_channel();
+        let (commands, inbox) = Commands::channel(config.queue_capacity);
         let driver = Driver {
             config: config.clone(),
-            commands: receiver,
+            inbox,
             shared: shared.clone(),
             patterns: HashMap::new(),
             route_patterns: HashMap::new(),
-            close_ack: None,
             seq: 0,
             confirmed_seq: 0,
             waiters: Vec::new(),
@@ -355,8 +325,6 @@ impl UnixBus {
         UnixBus {
             shared,
             commands,
-            dropped: Arc::new(AtomicU64::new(0)),
-            next_id: AtomicU64::new(0),
             config,
         }
     }
@@ -399,25 +367,9 @@ impl Backend for UnixBus {
         let pattern = pattern.to_owned();
         async move {
             sendable?;
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let queue = DropOldestQueue::new(self.config.queue_capacity, self.dropped.clone());
-            let (ack, acked) = oneshot::channel();
-            self.commands
-                .send(Command::Subscribe {
-                    id,
-                    pattern,
-                    queue: queue.clone(),
-                    ack,
-                })
-                .map_err(|_| SubscribeError::Closed)?;
-            let guard = Unsubscribe {
-                commands: self.commands.clone(),
-                id,
-            };
             // Answered once the SUB is confirmed (or at once while
             // disconnected: it is sent on reconnect).
-            acked.await.map_err(|_| SubscribeError::Closed)?;
-            Ok(DropOldestQueue::into_subscription(queue, guard))
+            self.commands.subscribe(pattern).await
         }
         .boxed()
     }
@@ -429,10 +381,7 @@ impl Backend for UnixBus {
     fn close(&self) -> BoxFuture<'_, ()> {
         async move {
             self.shared.set_publisher(None);
-            let (ack, acked) = oneshot::channel();
-            if self.commands.send(Command::Close { ack }).is_ok() {
-                let _ = acked.await;
-            }
+            self.commands.close().await;
             self.shared.state.send_replace(ConnectionState::Closed);
         }
         .boxed()
@@ -443,7 +392,7 @@ impl Backend for UnixBus {
     }
 
     fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.commands.dropped()
     }
 }
 
@@ -467,14 +416,6 @@ struct ProbeRound {
     interval: Duration,
 }
 
-/// What the task does next.
-enum Flow {
-    /// Reconnect (the connection was lost, or a backoff delay ended).
-    Retry,
-    /// Stop: closed, or every handle to the bus is gone.
-    Stop,
-}
-
 /// Both open connections.
 struct Link {
     read: OwnedReadHalf,
@@ -491,11 +432,10 @@ struct Link {
 
 struct Driver {
     config: UnixConfig,
-    commands: mpsc::UnboundedReceiver<Command>,
+    inbox: Inbox,
     shared: Arc<Shared>,
     patterns: HashMap<String, PatternEntry>,
     route_patterns: HashMap<u64, String>,
-    close_ack: Option<oneshot::Sender<()>>,
     /// Sequence number of the last `SUB` sent (monotonic across connections).
     seq: u64,
     /// Every `SUB` up to this sequence number is known to be processed.
@@ -572,20 +512,11 @@ impl Driver {
         self.release_waiters(u64::MAX);
         self.shared.set_publisher(None);
         self.shared.state.send_replace(ConnectionState::Closed);
-        if let Some(ack) = self.close_ack.take() {
-            let _ = ack.send(());
-        }
+        self.inbox.closed();
     }
 
     fn set_state(&self, next: ConnectionState) {
-        self.shared.state.send_if_modified(|current| {
-            if *current == ConnectionState::Closed || *current == next {
-                false
-            } else {
-                *current = next;
-                true
-            }
-        });
+        router::set_state(&self.shared.state, next);
     }
 
     /// Open both connections: `HELLO` and every `SUB` on the subscriber
@@ -695,7 +626,7 @@ impl Driver {
                 .map(|round| round.next_publish.min(round.deadline));
             let step = tokio::select! {
                 biased;
-                command = self.commands.recv() => self.on_command(command, link).await,
+                command = self.inbox.recv() => self.on_command(command, link).await,
                 _ = &mut link.publisher_lost => Err(Flow::Retry),
                 read = link.read.read_buf(&mut link.buf) => match read {
                     Ok(0) => {
@@ -722,11 +653,10 @@ impl Driver {
         match command {
             None => Err(Flow::Stop),
             Some(Command::Close { ack }) => {
-                self.close_ack = Some(ack);
                 if let Ok(bye) = unix_proto::encode(Verb::Bye, "", b"") {
                     let _ = tokio::time::timeout(BYE_TIMEOUT, link.write.write_all(&bye)).await;
                 }
-                Err(Flow::Stop)
+                Err(self.inbox.closing(ack))
             }
             Some(Command::Subscribe {
                 id,
@@ -886,31 +816,19 @@ impl Driver {
         }
         Ok(())
     }
+}
 
-    /// Wait `delay` before the next connection attempt, still serving
-    /// commands (subscriptions register now, `SUB` on reconnect).
-    async fn idle(&mut self, delay: Duration) -> Flow {
-        let sleep = tokio::time::sleep(delay);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                () = &mut sleep => return Flow::Retry,
-                command = self.commands.recv() => match command {
-                    None => return Flow::Stop,
-                    Some(Command::Close { ack }) => {
-                        self.close_ack = Some(ack);
-                        return Flow::Stop;
-                    }
-                    Some(Command::Subscribe { id, pattern, queue, ack }) => {
-                        let _ = self.add_route(id, pattern, queue);
-                        let _ = ack.send(());
-                    }
-                    Some(Command::Unsubscribe { id }) => {
-                        let _ = self.remove_route(id);
-                    }
-                },
-            }
-        }
+impl router::Router for Driver {
+    fn inbox(&mut self) -> &mut Inbox {
+        &mut self.inbox
+    }
+
+    fn register(&mut self, id: u64, pattern: String, queue: Arc<DropOldestQueue>) {
+        let _ = self.add_route(id, pattern, queue);
+    }
+
+    fn unregister(&mut self, id: u64) {
+        let _ = self.remove_route(id);
     }
 }
 

@@ -43,6 +43,8 @@ mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "mysql"))]
+mod sqlx_reads;
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
 mod sqlx_support;
 mod traits;
 

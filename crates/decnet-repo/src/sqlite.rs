@@ -49,30 +49,19 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures::FutureExt;
-use sqlx_core::connection::Connection;
 use sqlx_core::decode::Decode;
 use sqlx_core::error::DatabaseError;
-use sqlx_core::query::query;
 use sqlx_core::row::Row;
-use sqlx_core::sql_str::AssertSqlSafe;
 use sqlx_core::type_info::TypeInfo;
 use sqlx_core::types::Type;
 use sqlx_core::value::ValueRef;
 use sqlx_sqlite::{Sqlite, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
 
-use crate::sql::{Dialect, conditions};
+use crate::RepoError;
+use crate::sql::Dialect;
+use crate::sqlx_reads::{Queries, SqlxEngine};
 use crate::sqlx_support::{
-    self as support, Cells, Classify, Conn, attacker_from, bounded, campaign_from, config_error,
-    identity_from, invalid, log_from, mutation_from, observation_from, orchestrator_event_from,
-    parse_json, stats_from, user_from,
-};
-use crate::traits::RepoFuture;
-use crate::{
-    AccountReader, Attacker, AttackerReader, CampaignReader, CampaignRow, Health, HistogramBucket,
-    IdentityReader, IdentityRow, LogFilter, LogReader, LogRow, LogStats, Observation,
-    OrchestratorEventRow, OrchestratorReader, RepoError, TopologyReader, TopologySnapshot, User,
-    latest_per_primitive,
+    self as support, Bind, Cells, Classify, Fetch, HeadAndRest, config_error, invalid, parse_json,
 };
 
 const ENGINE: &str = "sqlite";
@@ -258,53 +247,34 @@ impl SqliteRepository {
             .collect::<Result<Vec<_>, RepoError>>()?;
         support::compare_schema(pairs)
     }
+}
 
-    /// Run `sql` with `binds` and return every row, under the call deadline.
+impl Fetch for SqliteRepository {
+    type Row = SqliteRow;
+
     async fn fetch_all(&self, sql: &str, binds: Vec<Bind>) -> Result<Vec<SqliteRow>, RepoError> {
-        bounded(ENGINE, self.call_timeout, async {
-            let mut conn = Conn::acquire(&self.pool).await?;
-            let res = bind_all(query(AssertSqlSafe(sql)), binds)
-                .fetch_all(conn.raw()?)
-                .await;
-            conn.settle::<_, SqliteErrors>(res)
-        })
+        support::fetch_all::<Sqlite, SqliteErrors>(
+            ENGINE,
+            &self.pool,
+            self.call_timeout,
+            sql,
+            binds,
+        )
         .await
     }
 
-    /// [`SqliteRepository::fetch_all`], at most one row.
-    async fn fetch_optional(
+    async fn fetch_head_and_rest(
         &self,
-        sql: &str,
-        binds: Vec<Bind>,
-    ) -> Result<Option<SqliteRow>, RepoError> {
-        Ok(self.fetch_all(sql, binds).await?.into_iter().next())
+        begin: Option<&'static str>,
+        head: (&'static str, Vec<Bind>),
+        rest: (&'static str, Vec<Bind>),
+    ) -> Result<Option<HeadAndRest<SqliteRow>>, RepoError> {
+        let (pool, deadline) = (&self.pool, self.call_timeout);
+        support::fetch_head_and_rest::<Sqlite, SqliteErrors>(
+            ENGINE, pool, deadline, begin, head, rest,
+        )
+        .await
     }
-
-    async fn fetch_one(&self, sql: &str, binds: Vec<Bind>) -> Result<SqliteRow, RepoError> {
-        self.fetch_optional(sql, binds)
-            .await?
-            .ok_or_else(|| RepoError::InvalidData(format!("no row from {sql:?}")))
-    }
-}
-
-/// One bound value.
-#[derive(Debug, Clone)]
-enum Bind {
-    Text(String),
-    Int(i64),
-}
-
-fn bind_all<'q>(
-    mut q: sqlx_core::query::Query<'q, Sqlite, sqlx_sqlite::SqliteArguments>,
-    binds: Vec<Bind>,
-) -> sqlx_core::query::Query<'q, Sqlite, sqlx_sqlite::SqliteArguments> {
-    for bind in binds {
-        q = match bind {
-            Bind::Text(text) => q.bind(text),
-            Bind::Int(n) => q.bind(n),
-        };
-    }
-    q
 }
 
 /// One column, decoded with SQLite's own conversions (a dynamically typed
@@ -437,245 +407,28 @@ const LOG_STATS: &str = "SELECT (SELECT COUNT(*) FROM logs) AS total_logs, \
      (SELECT COUNT(*) FROM topology_deckies WHERE state = 'running') AS running_topology_deckies, \
      (SELECT COUNT(*) FROM topology_deckies) AS topology_deckies";
 
-fn text(value: &str) -> Bind {
-    Bind::Text(value.to_owned())
-}
-
-impl AccountReader for SqliteRepository {
-    fn user_by_uuid<'a>(&'a self, uuid: &'a str) -> RepoFuture<'a, Option<User>> {
-        async move {
-            self.fetch_optional(USER_BY_UUID, vec![text(uuid)])
-                .await?
-                .map(|row| user_from(&row))
-                .transpose()
-        }
-        .boxed()
-    }
-
-    fn is_token_revoked<'a>(&'a self, jti: &'a str) -> RepoFuture<'a, bool> {
-        async move {
-            self.fetch_one(IS_TOKEN_REVOKED, vec![text(jti)])
-                .await?
-                .flag("revoked")
-        }
-        .boxed()
-    }
-}
-
-impl AttackerReader for SqliteRepository {
-    fn attacker_by_uuid<'a>(&'a self, uuid: &'a str) -> RepoFuture<'a, Option<Attacker>> {
-        async move {
-            self.fetch_optional(ATTACKER_BY_UUID, vec![text(uuid)])
-                .await?
-                .map(|row| attacker_from(&row))
-                .transpose()
-        }
-        .boxed()
-    }
-
-    fn latest_observation_per_primitive<'a>(
-        &'a self,
-        attacker_uuid: &'a str,
-    ) -> RepoFuture<'a, Vec<Observation>> {
-        async move {
-            let rows = self
-                .fetch_all(LATEST_PER_PRIMITIVE, vec![text(attacker_uuid)])
-                .await?;
-            let rows = rows
-                .iter()
-                .map(observation_from)
-                .collect::<Result<Vec<_>, _>>()?;
-            // Sorted by primitive (byte order); one row per primitive already.
-            Ok(latest_per_primitive(&rows))
-        }
-        .boxed()
-    }
-
-    fn attackers_of_identity<'a>(&'a self, identity_uuid: &'a str) -> RepoFuture<'a, Vec<String>> {
-        async move {
-            let rows = self
-                .fetch_all(ATTACKERS_OF_IDENTITY, vec![text(identity_uuid)])
-                .await?;
-            let mut uuids = rows
-                .iter()
-                .map(|row| row.text("uuid"))
-                .collect::<Result<Vec<_>, _>>()?;
-            uuids.sort();
-            Ok(uuids)
-        }
-        .boxed()
-    }
-}
-
-impl IdentityReader for SqliteRepository {
-    fn recent_identities(&self, limit: u32) -> RepoFuture<'_, Vec<IdentityRow>> {
-        async move {
-            let rows = self
-                .fetch_all(RECENT_IDENTITIES, vec![Bind::Int(support::limit(limit))])
-                .await?;
-            rows.iter().map(identity_from).collect()
-        }
-        .boxed()
-    }
-}
-
-impl CampaignReader for SqliteRepository {
-    fn recent_campaigns(&self, limit: u32) -> RepoFuture<'_, Vec<CampaignRow>> {
-        async move {
-            let rows = self
-                .fetch_all(RECENT_CAMPAIGNS, vec![Bind::Int(support::limit(limit))])
-                .await?;
-            rows.iter().map(campaign_from).collect()
-        }
-        .boxed()
-    }
-}
-
-impl OrchestratorReader for SqliteRepository {
-    fn recent_orchestrator_events(&self, limit: u32) -> RepoFuture<'_, Vec<OrchestratorEventRow>> {
-        async move {
-            let rows = self
-                .fetch_all(
-                    RECENT_ORCHESTRATOR_EVENTS,
-                    vec![Bind::Int(support::limit(limit))],
-                )
-                .await?;
-            rows.iter().map(orchestrator_event_from).collect()
-        }
-        .boxed()
-    }
-}
-
-impl TopologyReader for SqliteRepository {
-    /// Both reads in one (deferred, read-only) transaction: one snapshot of
-    /// the file, whatever DECNET commits in between.
-    fn topology_snapshot<'a>(
-        &'a self,
-        topology_id: &'a str,
-    ) -> RepoFuture<'a, Option<TopologySnapshot>> {
-        bounded(ENGINE, self.call_timeout, async move {
-            let mut conn = Conn::acquire(&self.pool).await?;
-            let res: Result<Option<(SqliteRow, Vec<SqliteRow>)>, Step> = async {
-                let mut tx = conn.raw()?.begin().await.map_err(Step::Sql)?;
-                let status = query(TOPOLOGY_STATUS)
-                    .bind(topology_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(Step::Sql)?;
-                let Some(status) = status else {
-                    tx.commit().await.map_err(Step::Sql)?;
-                    return Ok(None);
-                };
-                let mutations = query(IN_FLIGHT_MUTATIONS)
-                    .bind(topology_id)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(Step::Sql)?;
-                tx.commit().await.map_err(Step::Sql)?;
-                Ok(Some((status, mutations)))
-            }
-            .await;
-            let res = match res {
-                Ok(value) => Ok(value),
-                Err(Step::Sql(err)) => Err(err),
-                Err(Step::Repo(err)) => return Err(err),
-            };
-            let Some((status, mutations)) = conn.settle::<_, SqliteErrors>(res)? else {
-                return Ok(None);
-            };
-            Ok(Some(TopologySnapshot {
-                status: status.text("status")?,
-                in_flight: mutations
-                    .iter()
-                    .map(mutation_from)
-                    .collect::<Result<_, _>>()?,
-            }))
-        })
-        .boxed()
-    }
-}
-
-/// A failure inside a multi-statement call: from sqlx (mapped by
-/// `Conn::settle`) or already a [`RepoError`].
-enum Step {
-    Sql(sqlx_core::Error),
-    Repo(RepoError),
-}
-
-impl From<RepoError> for Step {
-    fn from(err: RepoError) -> Self {
-        Step::Repo(err)
-    }
-}
-
-impl LogReader for SqliteRepository {
-    fn max_log_id(&self) -> RepoFuture<'_, i64> {
-        async move { self.fetch_one(MAX_LOG_ID, Vec::new()).await?.int("max_id") }.boxed()
-    }
-
-    fn logs_after_id<'a>(
-        &'a self,
-        after: i64,
-        limit: u32,
-        filter: &'a LogFilter,
-    ) -> RepoFuture<'a, Vec<LogRow>> {
-        async move {
-            let filter = conditions(filter, Dialect::Sqlite, 1);
-            let sql = format!(
-                "SELECT {LOG_COLUMNS} FROM logs WHERE id > ?{} ORDER BY id ASC LIMIT ?",
-                filter.and_clause()
-            );
-            let mut binds = vec![Bind::Int(after)];
-            binds.extend(filter.binds.into_iter().map(Bind::Text));
-            binds.push(Bind::Int(support::limit(limit)));
-            let rows = self.fetch_all(&sql, binds).await?;
-            rows.iter().map(log_from).collect()
-        }
-        .boxed()
-    }
-
-    fn log_stats(&self) -> RepoFuture<'_, LogStats> {
-        async move { stats_from(&self.fetch_one(LOG_STATS, Vec::new()).await?) }.boxed()
-    }
-
-    fn log_histogram<'a>(
-        &'a self,
-        filter: &'a LogFilter,
-        interval_minutes: u32,
-    ) -> RepoFuture<'a, Vec<HistogramBucket>> {
-        async move {
-            let width = u64::from(interval_minutes.max(1)) * 60;
-            let filter = conditions(filter, Dialect::Sqlite, 1);
-            let sql = format!(
-                "SELECT datetime((strftime('%s', timestamp) / {width}) * {width}, 'unixepoch') \
-                 AS bucket_time, COUNT(*) AS n FROM logs{} \
-                 GROUP BY bucket_time ORDER BY bucket_time",
-                filter.where_clause()
-            );
-            let binds = filter.binds.into_iter().map(Bind::Text).collect();
-            let rows = self.fetch_all(&sql, binds).await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(HistogramBucket {
-                        time: row.opt_text("bucket_time")?,
-                        count: row.int("n")?,
-                    })
-                })
-                .collect()
-        }
-        .boxed()
-    }
-}
-
-impl Health for SqliteRepository {
-    fn ping(&self) -> RepoFuture<'_, ()> {
-        async move {
-            self.fetch_one("SELECT 1 AS one", Vec::new())
-                .await
-                .map(drop)
-        }
-        .boxed()
-    }
+impl SqlxEngine for SqliteRepository {
+    const QUERIES: Queries = Queries {
+        dialect: Dialect::Sqlite,
+        user_by_uuid: USER_BY_UUID,
+        is_token_revoked: IS_TOKEN_REVOKED,
+        attacker_by_uuid: ATTACKER_BY_UUID,
+        attackers_of_identity: ATTACKERS_OF_IDENTITY,
+        latest_per_primitive: LATEST_PER_PRIMITIVE,
+        latest_per_primitive_binds: 1,
+        recent_identities: RECENT_IDENTITIES,
+        recent_campaigns: RECENT_CAMPAIGNS,
+        recent_orchestrator_events: RECENT_ORCHESTRATOR_EVENTS,
+        topology_status: TOPOLOGY_STATUS,
+        in_flight_mutations: IN_FLIGHT_MUTATIONS,
+        topology_begin: None,
+        max_log_id: MAX_LOG_ID,
+        log_columns: LOG_COLUMNS,
+        log_stats: LOG_STATS,
+        histogram_bucket: |width| {
+            format!("datetime((strftime('%s', timestamp) / {width}) * {width}, 'unixepoch')")
+        },
+    };
 }
 
 #[cfg(test)]

@@ -5,11 +5,18 @@
 
 use std::time::Duration;
 
+use sqlx_core::arguments::IntoArguments;
+use sqlx_core::connection::Connection;
 use sqlx_core::database::Database;
+use sqlx_core::encode::Encode;
 use sqlx_core::error::DatabaseError;
+use sqlx_core::executor::Executor;
 use sqlx_core::pool::{Pool, PoolConnection};
+use sqlx_core::query::{Query, query};
+use sqlx_core::sql_str::AssertSqlSafe;
+use sqlx_core::types::Type;
 
-use crate::{DbTime, RepoError};
+use crate::{DbTime, RepoError, TopologySnapshot};
 
 /// A configuration that cannot work (bad URL, empty pool, ...).
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +149,177 @@ impl<DB: Database> Drop for Conn<DB> {
     }
 }
 
+/// One bound value of a query.
+#[derive(Debug, Clone)]
+pub(crate) enum Bind {
+    /// A text parameter.
+    Text(String),
+    /// An integer parameter.
+    Int(i64),
+}
+
+/// `value` as a text parameter.
+pub(crate) fn text(value: &str) -> Bind {
+    Bind::Text(value.to_owned())
+}
+
+/// The two reads of [`fetch_head_and_rest`]: the head row, every row of the rest.
+pub(crate) type HeadAndRest<R> = (R, Vec<R>);
+
+/// A SQL backend's query plumbing: a pool, its engine's error rules and the
+/// per-call deadline. The engines implement [`Fetch::fetch_all`] with
+/// [`fetch_all`]; the rest is shared.
+pub(crate) trait Fetch: Sync {
+    /// The engine's row.
+    type Row: Send;
+
+    /// Run `sql` with `binds` and return every row, under the call deadline.
+    fn fetch_all(
+        &self,
+        sql: &str,
+        binds: Vec<Bind>,
+    ) -> impl Future<Output = Result<Vec<Self::Row>, RepoError>> + Send;
+
+    /// Two reads in one transaction, as [`fetch_head_and_rest`] does.
+    fn fetch_head_and_rest(
+        &self,
+        begin: Option<&'static str>,
+        head: (&'static str, Vec<Bind>),
+        rest: (&'static str, Vec<Bind>),
+    ) -> impl Future<Output = Result<Option<HeadAndRest<Self::Row>>, RepoError>> + Send;
+
+    /// [`Fetch::fetch_all`], at most one row.
+    fn fetch_optional(
+        &self,
+        sql: &str,
+        binds: Vec<Bind>,
+    ) -> impl Future<Output = Result<Option<Self::Row>, RepoError>> + Send {
+        async move { Ok(self.fetch_all(sql, binds).await?.into_iter().next()) }
+    }
+
+    /// [`Fetch::fetch_all`], exactly one row (`InvalidData` without one).
+    fn fetch_one(
+        &self,
+        sql: &str,
+        binds: Vec<Bind>,
+    ) -> impl Future<Output = Result<Self::Row, RepoError>> + Send {
+        async move {
+            self.fetch_optional(sql, binds)
+                .await?
+                .ok_or_else(|| RepoError::InvalidData(format!("no row from {sql:?}")))
+        }
+    }
+}
+
+/// `sql` with `binds` bound in order.
+fn bound<'q, DB>(sql: &'q str, binds: Vec<Bind>) -> Query<'q, DB, <DB as Database>::Arguments>
+where
+    DB: Database,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+    i64: for<'t> Encode<'t, DB> + Type<DB>,
+{
+    let mut q = query::<DB>(AssertSqlSafe(sql));
+    for bind in binds {
+        q = match bind {
+            Bind::Text(text) => q.bind(text),
+            Bind::Int(n) => q.bind(n),
+        };
+    }
+    q
+}
+
+/// Run `sql` with `binds` on a connection of `pool` under `deadline`, the
+/// errors sorted by `C` (see [`Conn`] for what happens to the connection).
+pub(crate) async fn fetch_all<DB, C>(
+    engine: &'static str,
+    pool: &Pool<DB>,
+    deadline: Duration,
+    sql: &str,
+    binds: Vec<Bind>,
+) -> Result<Vec<DB::Row>, RepoError>
+where
+    DB: Database,
+    C: Classify,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+    i64: for<'t> Encode<'t, DB> + Type<DB>,
+    <DB as Database>::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    bounded(engine, deadline, async {
+        let mut conn = Conn::acquire(pool).await?;
+        let res = bound::<DB>(sql, binds).fetch_all(conn.raw()?).await;
+        conn.settle::<_, C>(res)
+    })
+    .await
+}
+
+/// A failure inside a multi-statement call: from sqlx (mapped by
+/// [`Conn::settle`]) or already a [`RepoError`].
+enum Step {
+    Sql(sqlx_core::Error),
+    Repo(RepoError),
+}
+
+impl From<RepoError> for Step {
+    fn from(err: RepoError) -> Self {
+        Step::Repo(err)
+    }
+}
+
+/// Two reads in one transaction (opened with `begin`, or the engine's
+/// default `BEGIN`), under `deadline`: `head` (at most one row) and, when it
+/// has its row, every row of `rest`. `None` when `head` finds nothing.
+pub(crate) async fn fetch_head_and_rest<DB, C>(
+    engine: &'static str,
+    pool: &Pool<DB>,
+    deadline: Duration,
+    begin: Option<&'static str>,
+    head: (&'static str, Vec<Bind>),
+    rest: (&'static str, Vec<Bind>),
+) -> Result<Option<HeadAndRest<DB::Row>>, RepoError>
+where
+    DB: Database,
+    C: Classify,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+    i64: for<'t> Encode<'t, DB> + Type<DB>,
+    <DB as Database>::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    bounded(engine, deadline, async move {
+        let mut conn = Conn::acquire(pool).await?;
+        let res: Result<_, Step> = async {
+            let raw = conn.raw()?;
+            let mut tx = match begin {
+                Some(statement) => raw.begin_with(AssertSqlSafe(statement.to_owned())).await,
+                None => raw.begin().await,
+            }
+            .map_err(Step::Sql)?;
+            let first = bound::<DB>(head.0, head.1)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(Step::Sql)?;
+            let Some(first) = first else {
+                tx.commit().await.map_err(Step::Sql)?;
+                return Ok(None);
+            };
+            let rows = bound::<DB>(rest.0, rest.1)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(Step::Sql)?;
+            tx.commit().await.map_err(Step::Sql)?;
+            Ok(Some((first, rows)))
+        }
+        .await;
+        let res = match res {
+            Ok(value) => Ok(value),
+            Err(Step::Sql(err)) => Err(err),
+            Err(Step::Repo(err)) => return Err(err),
+        };
+        conn.settle::<_, C>(res)
+    })
+    .await
+}
+
 /// `InvalidData` for a value a row holds that this crate cannot represent.
 pub(crate) fn invalid(what: impl std::fmt::Display, detail: impl std::fmt::Display) -> RepoError {
     RepoError::InvalidData(format!("{what}: {detail}"))
@@ -202,6 +380,21 @@ pub(crate) trait Cells {
     fn opt_time(&self, col: &str) -> Result<Option<DbTime>, RepoError> {
         parse_opt_time(self.opt_text(col)?, format_args!("column {col}"))
     }
+}
+
+/// A topology's snapshot from its `status` row and its in-flight mutation
+/// rows.
+pub(crate) fn topology_from<R: Cells>(
+    status: &R,
+    mutations: &[R],
+) -> Result<TopologySnapshot, RepoError> {
+    Ok(TopologySnapshot {
+        status: status.text("status")?,
+        in_flight: mutations
+            .iter()
+            .map(mutation_from)
+            .collect::<Result<_, _>>()?,
+    })
 }
 
 /// An `i64` from SQL as the `i32` a row type holds.

@@ -18,7 +18,7 @@ use crate::index::{Index, RingLimits};
 use crate::kind::{KeyInfo, KindId, Rekey, Route, StreamKind};
 use crate::queue::{FrameQueue, Pushed};
 use crate::registry::{Attachment, Registration, Shared};
-use crate::session::{SessionCheck, SessionFlag, SessionWatch};
+use crate::session::{SessionCheck, SessionWatch};
 use crate::stats::{HubStats, add};
 use crate::stream::{Driver, EventStream};
 
@@ -306,19 +306,11 @@ impl StreamHub {
                 Err(error) => return Err(OpenError::Repository(error)),
             },
         }
-        let (flag, watch) = match options.session {
-            Some(check) => {
-                let flag = Arc::new(SessionFlag::default());
-                let watch = SessionWatch::new(
-                    check,
-                    flag.clone(),
-                    config.revalidate_every,
-                    config.session_unknown_max,
-                );
-                (Some(flag), Some(watch))
-            }
-            None => (None, None),
-        };
+        let (flag, watch) = SessionWatch::for_session(
+            options.session,
+            config.revalidate_every,
+            config.session_unknown_max,
+        );
         let attachment = Attachment {
             shared: shared.clone(),
             queue,

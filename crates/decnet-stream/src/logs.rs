@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use crate::hub::{OpenError, OpenOptions, StreamHub};
 use crate::queue::FrameQueue;
 use crate::registry::{Attachment, Shared, Source};
-use crate::session::{SessionFlag, SessionWatch};
+use crate::session::SessionWatch;
 use crate::stats::{add, sub};
 use crate::stream::{Driver, EventStream};
 
@@ -415,19 +415,11 @@ impl LogHub {
             stats,
             histogram,
         ];
-        let (flag, watch) = match options.session {
-            Some(check) => {
-                let flag = Arc::new(SessionFlag::default());
-                let watch = SessionWatch::new(
-                    check,
-                    flag.clone(),
-                    config.revalidate_every,
-                    config.session_unknown_max,
-                );
-                (Some(flag), Some(watch))
-            }
-            None => (None, None),
-        };
+        let (flag, watch) = SessionWatch::for_session(
+            options.session,
+            config.revalidate_every,
+            config.session_unknown_max,
+        );
         let attachment = Attachment {
             shared: inner.shared.clone(),
             queue,

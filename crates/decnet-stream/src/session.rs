@@ -129,20 +129,26 @@ pub(crate) fn instant_of(at: SystemTime) -> Option<Instant> {
 }
 
 impl SessionWatch {
-    pub(crate) fn new(
-        check: Arc<dyn SessionCheck>,
-        flag: Arc<SessionFlag>,
+    /// The flag a stream opened with `session` checks and the watch its
+    /// connection task runs (neither for a stream without a session).
+    pub(crate) fn for_session(
+        session: Option<Arc<dyn SessionCheck>>,
         revalidate_every: Duration,
         unknown_max: Duration,
-    ) -> Self {
+    ) -> (Option<Arc<SessionFlag>>, Option<SessionWatch>) {
+        let Some(check) = session else {
+            return (None, None);
+        };
+        let flag = Arc::new(SessionFlag::default());
         let expires_at = check.expires_at().and_then(instant_of);
-        Self {
+        let watch = Self {
             check,
-            flag,
+            flag: flag.clone(),
             expires_at,
             revalidate_every,
             unknown_max,
-        }
+        };
+        (Some(flag), Some(watch))
     }
 
     /// Run the checks until the session ends; the stream is told at once

@@ -537,3 +537,38 @@ impl SseStream {
         serde_json::from_str(&event.data).expect("snapshot data is JSON")
     }
 }
+
+/// Serve HTTP/1.1 with `handler` on a free loopback port until the test's
+/// runtime ends (a stand-in server: DECNET's API behind the pass-through,
+/// say); returns its address.
+///
+/// # Panics
+///
+/// When no loopback port can be bound.
+pub async fn serve_http1<F, Fut, B>(handler: F) -> SocketAddr
+where
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<http::Response<B>, std::convert::Infallible>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let addr = listener.local_addr().expect("the bound address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(handler))
+                    .await;
+            });
+        }
+    });
+    addr
+}
