@@ -997,20 +997,12 @@ impl Ctx {
         for transport in TRANSPORTS {
             let name = format!("h2-{transport}");
             let tls = (transport != "h1").then_some(root.as_path());
-            let server = self.start_server_on(&name, "shared", tls)?;
-            let mut args = self.compare_args(sizes, sizes.compare_rate);
-            args.extend(strings(&["--transport", transport]));
+            let mut args = strings(&["--transport", transport]);
             if tls.is_some() {
                 args.push("--ca".to_owned());
                 args.push(root.join(TLS_CERT).to_string_lossy().into_owned());
             }
-            self.load(
-                &server,
-                &name,
-                sizes.compare_streams,
-                &args,
-                Duration::from_secs(u64::from(sizes.compare_secs) + 300),
-            )?;
+            self.compare_run(sizes, &name, tls, sizes.compare_rate, &args)?;
         }
         Ok(())
     }
@@ -1020,7 +1012,6 @@ impl Ctx {
     fn kinds(&self, sizes: &Sizes) -> Result<()> {
         for kind in KINDS {
             let name = format!("kind-{kind}");
-            let server = self.start_server(&name, "shared")?;
             // A firehose event reaches every stream: the same frames per
             // second from 1 / (streams / keys) of the events.
             let keyed = matches!(kind, "attacker" | "topology");
@@ -1032,15 +1023,7 @@ impl Ctx {
             let frames =
                 sizes.compare_rate as usize * sizes.compare_streams.div_ceil(sizes.attackers);
             let rate = u32::try_from((frames / per_event.max(1)).max(1)).unwrap_or(1);
-            let mut args = self.compare_args(sizes, rate);
-            args.extend(strings(&["--kind", kind]));
-            self.load(
-                &server,
-                &name,
-                sizes.compare_streams,
-                &args,
-                Duration::from_secs(u64::from(sizes.compare_secs) + 300),
-            )?;
+            self.compare_run(sizes, &name, None, rate, &strings(&["--kind", kind]))?;
         }
         // One dashboard first: the database load of one poller, which the
         // 100 dashboards on the same filter must not multiply.
@@ -1065,9 +1048,19 @@ impl Ctx {
         Ok(())
     }
 
-    /// The h2 and kinds runs' load: hold 10 s idle, one publishing step.
-    fn compare_args(&self, sizes: &Sizes, rate: u32) -> Vec<String> {
-        strings(&[
+    /// One run of the h2 and kinds scenarios against a fresh server (HTTPS
+    /// with `tls`): the streams held 10 s idle, then one publishing step at
+    /// `rate`; `extra` says which transport or kind.
+    fn compare_run(
+        &self,
+        sizes: &Sizes,
+        name: &str,
+        tls: Option<&Path>,
+        rate: u32,
+        extra: &[String],
+    ) -> Result<()> {
+        let server = self.start_server_on(name, "shared", tls)?;
+        let mut args = strings(&[
             "--attackers",
             &sizes.attackers.to_string(),
             "--connect-concurrency",
@@ -1082,7 +1075,15 @@ impl Ctx {
             "5",
             "--p99-limit-ms",
             "50",
-        ])
+        ]);
+        args.extend_from_slice(extra);
+        self.load(
+            &server,
+            name,
+            sizes.compare_streams,
+            &args,
+            Duration::from_secs(u64::from(sizes.compare_secs) + 300),
+        )
     }
 
     fn open_rate(&self, sizes: &Sizes) -> Result<()> {

@@ -683,17 +683,12 @@ async fn open_h2(
         _ => h2_connection(shared, source).await,
     };
     let mut sender = connected.map_err(|e| format!("connect: {}", root_cause(&e)))?;
-    let fail = |what: &str, e: hyper::Error| format!("{what}: {e}");
     let uri = |path: &str| format!("https://{}{path}", shared.host);
     let request = hyper::Request::post(uri("/api/v1/auth/sse-ticket"))
         .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("ticket request: {e}"))?;
-    sender.ready().await.map_err(|e| fail("ticket", e))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| fail("ticket", e))?;
+    let response = h2_send(&mut sender, "ticket", request).await?;
     let status = response.status().as_u16();
     let body = Limited::new(response.into_body(), crate::http::MAX_HEAD * 4)
         .collect()
@@ -707,11 +702,7 @@ async fn open_h2(
         .header(hyper::header::CACHE_CONTROL, "no-cache")
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("stream request: {e}"))?;
-    sender.ready().await.map_err(|e| fail("stream", e))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| fail("stream", e))?;
+    let response = h2_send(&mut sender, "stream", request).await?;
     let content_type = response
         .headers()
         .get(hyper::header::CONTENT_TYPE)
@@ -720,6 +711,20 @@ async fn open_h2(
         .to_ascii_lowercase();
     check_stream_head(response.status().as_u16(), &content_type)?;
     Ok((Body::H2(response.into_body(), sender), Some(ticket_at)))
+}
+
+/// Send `request` on an HTTP/2 connection once it has room for a stream;
+/// errors are short reasons starting with `what`.
+async fn h2_send(
+    sender: &mut H2Sender,
+    what: &str,
+    request: hyper::Request<Empty<Bytes>>,
+) -> Result<hyper::Response<Incoming>, String> {
+    sender.ready().await.map_err(|e| format!("{what}: {e}"))?;
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("{what}: {e}"))
 }
 
 /// The innermost error message, without addresses that would make every
