@@ -536,7 +536,7 @@ The same release server, load generator, bus and database as the service benchma
 Each run opens 10 000 attacker streams (the ticket POST and the events GET on the stream's own connection; for h2-mux on its group's connection), holds them idle 10 s (RSS per idle stream = (RSS idle - RSS before) / streams), then publishes 2 000 events/s for 20 s round-robin over 1 000 attackers (20 000 frames/s).\n\
 h1 = plain HTTP/1.1 (the load generator's own minimal client), h1-tls = the same client over tokio-rustls, h2 = hyper's HTTP/2 client over tokio-rustls, one connection per stream, h2-mux = the same with 100 streams on each connection (100 connections).\n\
 CPU per frame = utime + stime of the process over the step / frames delivered, from /proc.\n\
-Reproduce: `cargo xtask bench h2 --docs` (about 6 minutes after the release build; rewrites this section and docs/bench-rss-h2.svg only).\n\n";
+Reproduce: `cargo xtask bench h2 --docs` (about 3 to 4 minutes after the release build; rewrites this section and docs/bench-rss-h2.svg only).\n\n";
 
 const KINDS_TEXT: &str = "\n## decnet-events: every stream kind, and `/stream`'s database load\n\n\
 One fresh server per kind, plain HTTP/1.1, 10 000 streams held idle 10 s, then 20 s of publishing on the kind's topics: the attacker and topology streams spread over 1 000 keys (seeded attackers, seeded topologies) at 2 000 events/s; the identities, campaigns and orchestrator streams are firehoses (every event reaches every stream), so 2 events/s make the same 20 000 frames/s, in bursts of 10 000 frames.\n\
