@@ -7,13 +7,18 @@
 //! ```
 //!
 //! Scenarios (default: all of them, in this order): `idle`, `fanout`,
-//! `ceiling`, `open-rate`, `ablation`. Each starts a fresh RELEASE
+//! `ceiling`, `open-rate`, `ablation`, `h2` (HTTP/1.1 plain and over TLS
+//! against HTTP/2 one connection per stream and 100 streams per connection,
+//! over the test certificate of testdata/tls), `kinds` (every stream kind,
+//! and `/stream`'s database load with 100 dashboards). Each starts a fresh RELEASE
 //! `decnet-events` on PostgreSQL (database `decnet_bench`, dropped and
 //! recreated once per run) and NATS, drives it with `decnet-loadgen`, and
 //! stops it. Summaries (JSON), server logs and the Markdown section go to
 //! `target/bench/<full|quick>/`; a full run of every scenario also rewrites
-//! the service section of docs/BENCHMARKS.md and docs/bench-latency.svg
-//! (`--docs` / `--no-docs` override that).
+//! the three generated sections of docs/BENCHMARKS.md (service, h2, kinds:
+//! each between its own markers, rewritten only when one of its scenarios
+//! ran) and docs/bench-latency.svg, docs/bench-rss-h2.svg (`--docs` /
+//! `--no-docs` override that).
 //!
 //! NATS: a private `nats-server` on a free loopback port when one is
 //! installed, so the benchmark's tens of thousands of events per second do
@@ -50,7 +55,63 @@ const USERS: usize = 20;
 /// Where the service section starts and ends in docs/BENCHMARKS.md.
 const BEGIN_MARK: &str = "<!-- BEGIN service-benchmarks: written by `cargo xtask bench`, edits inside are overwritten -->";
 const END_MARK: &str = "<!-- END service-benchmarks -->";
-const ALL: [&str; 5] = ["idle", "fanout", "ceiling", "open-rate", "ablation"];
+const ALL: [&str; 7] = [
+    "idle",
+    "fanout",
+    "ceiling",
+    "open-rate",
+    "ablation",
+    "h2",
+    "kinds",
+];
+
+/// A generated section of docs/BENCHMARKS.md: the `report --section` name,
+/// its markers, its chart, and the scenarios whose results it shows.
+struct DocSection {
+    name: &'static str,
+    begin: &'static str,
+    end: &'static str,
+    svg: &'static str,
+    scenarios: &'static [&'static str],
+}
+
+const SECTIONS: [DocSection; 3] = [
+    DocSection {
+        name: "service",
+        begin: BEGIN_MARK,
+        end: END_MARK,
+        svg: "bench-latency.svg",
+        scenarios: &["idle", "fanout", "ceiling", "open-rate", "ablation"],
+    },
+    DocSection {
+        name: "h2",
+        begin: "<!-- BEGIN h2-benchmarks: written by `cargo xtask bench h2`, edits inside are overwritten -->",
+        end: "<!-- END h2-benchmarks -->",
+        svg: "bench-rss-h2.svg",
+        scenarios: &["h2"],
+    },
+    DocSection {
+        name: "kinds",
+        begin: "<!-- BEGIN kind-benchmarks: written by `cargo xtask bench kinds`, edits inside are overwritten -->",
+        end: "<!-- END kind-benchmarks -->",
+        svg: "",
+        scenarios: &["kinds"],
+    },
+];
+
+/// The h2 scenario's transports (`decnet-loadgen run --transport`).
+const TRANSPORTS: [&str; 4] = ["h1", "h1-tls", "h2", "h2-mux"];
+/// The kinds scenario's bus-fed kinds (`decnet-loadgen run --kind`).
+const KINDS: [&str; 5] = [
+    "attacker",
+    "identities",
+    "campaigns",
+    "orchestrator",
+    "topology",
+];
+/// The benchmark server's certificate and key (and the loadgen's CA).
+const TLS_CERT: &str = "testdata/tls/cert-a.pem";
+const TLS_KEY: &str = "testdata/tls/key-a.pem";
 
 /// Sizes of every scenario, full or quick.
 struct Sizes {
@@ -64,6 +125,13 @@ struct Sizes {
     open_secs: u32,
     ablation_secs: u32,
     attackers: usize,
+    /// h2 and kinds: streams of each run, and the fan-out step.
+    compare_streams: usize,
+    compare_rate: u32,
+    compare_secs: u32,
+    /// `/stream`: dashboards on one filter, and the counting window.
+    dashboards: usize,
+    dashboards_secs: u32,
 }
 
 const FULL: Sizes = Sizes {
@@ -79,6 +147,11 @@ const FULL: Sizes = Sizes {
     open_secs: 20,
     ablation_secs: 10,
     attackers: ATTACKERS,
+    compare_streams: 10_000,
+    compare_rate: 2000,
+    compare_secs: 20,
+    dashboards: 100,
+    dashboards_secs: 30,
 };
 
 const QUICK: Sizes = Sizes {
@@ -92,6 +165,11 @@ const QUICK: Sizes = Sizes {
     open_secs: 5,
     ablation_secs: 3,
     attackers: 100,
+    compare_streams: 500,
+    compare_rate: 200,
+    compare_secs: 5,
+    dashboards: 20,
+    dashboards_secs: 5,
 };
 
 /// Streams one load-generator process holds at most (20,000 open files per
@@ -156,6 +234,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 .collect(),
         );
         let write_docs = docs.unwrap_or(!quick);
+        let ran: Vec<&str> = if every {
+            ALL.to_vec()
+        } else {
+            scenarios.clone()
+        };
         return publish(
             &root,
             &bin_dir.join("decnet-loadgen"),
@@ -163,6 +246,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             &meta,
             &failures,
             write_docs,
+            &ran,
         );
     }
 
@@ -220,6 +304,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             "ceiling" => ctx.ceiling(sizes),
             "open-rate" => ctx.open_rate(sizes),
             "ablation" => ctx.fanout(sizes, "ablation", "per-connection"),
+            "h2" => ctx.h2(sizes),
+            "kinds" => ctx.kinds(sizes),
             _ => Ok(()),
         };
         let load_after = load_average();
@@ -255,7 +341,15 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         let _ = writeln!(saved, "failure:{f}");
     }
     std::fs::write(out.join("meta.txt"), saved).context("writing meta.txt")?;
-    publish(&root, &ctx.loadgen_bin, &out, &meta, &failures, write_docs)?;
+    publish(
+        &root,
+        &ctx.loadgen_bin,
+        &out,
+        &meta,
+        &failures,
+        write_docs,
+        &scenarios,
+    )?;
     if !failures.is_empty() {
         bail!(
             "{} scenario(s) failed: {}",
@@ -266,9 +360,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Render the section (and chart) from the summaries in `out`; print it,
-/// save it as `out/section.md`, and splice it into docs/BENCHMARKS.md when
-/// `write_docs`.
+/// Render every section one of whose scenarios is in `ran` (and its
+/// chart) from the summaries in `out`; print it, save it as
+/// `out/section-<name>.md`, and splice it between its markers in
+/// docs/BENCHMARKS.md when `write_docs` (the other sections stay as they are).
 fn publish(
     root: &Path,
     loadgen_bin: &Path,
@@ -276,22 +371,68 @@ fn publish(
     meta: &[String],
     failures: &[String],
     write_docs: bool,
+    ran: &[&str],
 ) -> Result<()> {
-    let svg = if write_docs {
-        root.join("docs").join("bench-latency.svg")
-    } else {
-        out.join("bench-latency.svg")
-    };
+    for section in &SECTIONS {
+        if !section.scenarios.iter().any(|s| ran.contains(s)) {
+            continue;
+        }
+        publish_section(root, loadgen_bin, out, meta, failures, write_docs, section)?;
+    }
+    Ok(())
+}
+
+/// Whether a `meta` line belongs to `section` (machine lines belong to all;
+/// a `Run=<scenario>: ...` line to the section of its scenario).
+fn meta_of(line: &str, section: &DocSection) -> bool {
+    match line.strip_prefix("Run=") {
+        Some(run) => section
+            .scenarios
+            .iter()
+            .any(|s| run.starts_with(&format!("{s}: "))),
+        None => true,
+    }
+}
+
+fn publish_section(
+    root: &Path,
+    loadgen_bin: &Path,
+    out: &Path,
+    meta: &[String],
+    failures: &[String],
+    write_docs: bool,
+    section: &DocSection,
+) -> Result<()> {
     let mut report = Command::new(loadgen_bin);
     report
-        .args(["report", "--dir"])
-        .arg(out)
-        .arg("--svg")
-        .arg(&svg)
-        .args(["--svg-link", "bench-latency.svg"]);
-    for m in meta {
+        .args(["report", "--section", section.name, "--dir"])
+        .arg(out);
+    let svg = if section.svg.is_empty() {
+        None
+    } else if write_docs {
+        Some(root.join("docs").join(section.svg))
+    } else {
+        Some(out.join(section.svg))
+    };
+    if let Some(svg) = &svg {
+        report
+            .arg("--svg")
+            .arg(svg)
+            .args(["--svg-link", section.svg]);
+    }
+    for m in meta.iter().filter(|m| meta_of(m, section)) {
         report.args(["--meta", m]);
     }
+    let failures: Vec<String> = failures
+        .iter()
+        .filter(|f| {
+            section
+                .scenarios
+                .iter()
+                .any(|s| f.starts_with(&format!("{s}: ")))
+        })
+        .cloned()
+        .collect();
     let output = report.output().context("running decnet-loadgen report")?;
     if !output.status.success() {
         bail!(
@@ -300,20 +441,24 @@ fn publish(
         );
     }
     let generated = String::from_utf8_lossy(&output.stdout).into_owned();
-    let section = section_text(&generated, failures);
-    std::fs::write(out.join("section.md"), &section).context("writing section.md")?;
-    println!("{section}");
+    let text = section_text(section, &generated, &failures);
+    let saved = out.join(format!("section-{}.md", section.name));
+    std::fs::write(&saved, &text).with_context(|| format!("writing {}", saved.display()))?;
+    println!("{text}");
     if write_docs {
         let path = root.join("docs").join("BENCHMARKS.md");
         let existing = std::fs::read_to_string(&path).unwrap_or_default();
-        std::fs::write(&path, splice(&existing, &section))
+        std::fs::write(&path, splice(&existing, &text, section.begin, section.end))
             .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("==> bench: wrote {} and {}", path.display(), svg.display());
-    } else {
         eprintln!(
-            "==> bench: docs untouched; section in {}",
-            out.join("section.md").display()
+            "==> bench: wrote the {} section of {}{}",
+            section.name,
+            path.display(),
+            svg.map(|s| format!(" and {}", s.display()))
+                .unwrap_or_default()
         );
+    } else {
+        eprintln!("==> bench: docs untouched; section in {}", saved.display());
     }
     Ok(())
 }
@@ -327,6 +472,8 @@ fn remove_results(out: &Path, scenario: &str) -> Result<()> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let ours = match scenario {
             "idle" => name.starts_with("idle-"),
+            "h2" => name.starts_with("h2-"),
+            "kinds" => name.starts_with("kind-") || name.starts_with("logs-db"),
             _ => name.starts_with(&format!("{scenario}.")),
         };
         if ours && name.ends_with(".json") {
@@ -362,10 +509,43 @@ fn target_dir(root: &Path) -> PathBuf {
         .unwrap_or_else(|| root.join("target"))
 }
 
-/// The fixed text of the section around the generated figures.
-fn section_text(generated: &str, failures: &[String]) -> String {
+/// The fixed text of a section around its generated figures.
+fn section_text(section: &DocSection, generated: &str, failures: &[String]) -> String {
     let mut s = String::new();
-    s.push_str(BEGIN_MARK);
+    s.push_str(section.begin);
+    match section.name {
+        "h2" => s.push_str(H2_TEXT),
+        "kinds" => s.push_str(KINDS_TEXT),
+        _ => service_text(&mut s),
+    }
+    s.push_str(generated.trim_end());
+    s.push('\n');
+    if !failures.is_empty() {
+        s.push_str("\nScenarios that failed to run:\n\n");
+        for failure in failures {
+            let _ = writeln!(s, "- {failure}");
+        }
+    }
+    s.push_str(section.end);
+    s.push('\n');
+    s
+}
+
+const H2_TEXT: &str = "\n## decnet-events: HTTP/1.1 against HTTP/2 (memory per idle stream, CPU per frame)\n\n\
+The same release server, load generator, bus and database as the service benchmarks, one fresh server per transport; for the TLS transports the server serves `testdata/tls/cert-a.pem` (`DECNET_TLS_CERT` / `DECNET_TLS_KEY`, rustls on ring, ALPN `h2` and `http/1.1`; `/readyz` on a plain `DECNET_OPS_BIND` listener) and the load generator trusts it with `--ca`.\n\
+Each run opens 10 000 attacker streams (the ticket POST and the events GET on the stream's own connection; for h2-mux on its group's connection), holds them idle 10 s (RSS per idle stream = (RSS idle - RSS before) / streams), then publishes 2 000 events/s for 20 s round-robin over 1 000 attackers (20 000 frames/s).\n\
+h1 = plain HTTP/1.1 (the load generator's own minimal client), h1-tls = the same client over tokio-rustls, h2 = hyper's HTTP/2 client over tokio-rustls, one connection per stream, h2-mux = the same with 100 streams on each connection (100 connections).\n\
+CPU per frame = utime + stime of the process over the step / frames delivered, from /proc.\n\
+Reproduce: `cargo xtask bench h2 --docs` (about 3 to 4 minutes after the release build; rewrites this section and docs/bench-rss-h2.svg only).\n\n";
+
+const KINDS_TEXT: &str = "\n## decnet-events: every stream kind, and `/stream`'s database load\n\n\
+One fresh server per kind, plain HTTP/1.1, 10 000 streams held idle 10 s, then 20 s of publishing on the kind's topics: the attacker and topology streams spread over 1 000 keys (seeded attackers, seeded topologies) at 2 000 events/s; the identities, campaigns and orchestrator streams are firehoses (every event reaches every stream), so 2 events/s make the same 20 000 frames/s, in bursts of 10 000 frames.\n\
+Topics: `attacker.observation.bench.latency`, `topology.<id>.bench.latency`, `identity.bench.latency`, `campaign.bench.latency`, `orchestrator.bench.latency`.\n\
+`/stream` (logs, stats, histogram polled from the database): 1 dashboard, then (another fresh server) 100 dashboards open on the same (empty) filter, idle 30 s each; the database's load is the change of `xact_commit + xact_rollback` in PostgreSQL's `pg_stat_database` for the benchmark database over the window (pg_stat_statements is not installed; every statement of the service is a transaction of its own, and nothing else uses that database), against DECNET's endpoint's one `get_logs_after_id` per second per connection plus stats and histogram every ~10 s.\n\
+Reproduce: `cargo xtask bench kinds --docs` (rewrites this section only).\n\n";
+
+/// The fixed text of the service section.
+fn service_text(s: &mut String) {
     s.push_str("\n## decnet-events: service benchmarks (fan-out, idle streams, open rate)\n\n");
     s.push_str(
         "A release `decnet-events` on PostgreSQL and NATS, driven by `decnet-loadgen` (bins/decnet-loadgen) on the same machine.\n\
@@ -388,25 +568,15 @@ Above 10 000 streams (idle only) the streams are spread over several load-genera
 `cargo xtask bench --quick` is a 1-2 minute smoke run that leaves the docs alone; `cargo xtask bench fanout ceiling` re-measures named scenarios (add `--docs` to update this section with them, the other rows keep their last run); `cargo xtask bench --report-only` re-renders from the saved summaries.\n\
 Raw summaries (JSON), server logs and this text land in `target/bench/<full|quick>/`; `decnet-loadgen run --help` lists the knobs (memory attribution: `--open-until connect|ticket|stream`, `--separate-ticket-conn`).\n\n",
     );
-    s.push_str(generated.trim_end());
-    s.push('\n');
-    if !failures.is_empty() {
-        s.push_str("\nScenarios that failed to run:\n\n");
-        for failure in failures {
-            let _ = writeln!(s, "- {failure}");
-        }
-    }
-    s.push_str(END_MARK);
-    s.push('\n');
-    s
 }
 
-/// Replace the marked section of `existing`, or append it.
-fn splice(existing: &str, section: &str) -> String {
-    if let (Some(begin), Some(end)) = (existing.find(BEGIN_MARK), existing.find(END_MARK))
+/// Replace the part of `existing` between `begin_mark` and `end_mark`, or
+/// append it.
+fn splice(existing: &str, section: &str, begin_mark: &str, end_mark: &str) -> String {
+    if let (Some(begin), Some(end)) = (existing.find(begin_mark), existing.find(end_mark))
         && begin < end
     {
-        let after = &existing[end + END_MARK.len()..];
+        let after = &existing[end + end_mark.len()..];
         let after = after.strip_prefix('\n').unwrap_or(after);
         return format!("{}{section}{after}", &existing[..begin]);
     }
@@ -517,6 +687,8 @@ impl Nats {
 struct Server {
     child: ChildProcess,
     port: u16,
+    /// HTTPS (the test certificate).
+    tls: bool,
 }
 
 impl Server {
@@ -525,7 +697,8 @@ impl Server {
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 }
 
@@ -559,7 +732,8 @@ impl Ctx {
                 .args(["seed", "--recreate-via", ADMIN_DB_URL, "--database-url"])
                 .arg(&self.database_url)
                 .args(["--attackers", &attackers.to_string()])
-                .args(["--users", &USERS.to_string()]),
+                .args(["--users", &USERS.to_string()])
+                .args(["--topologies", &attackers.to_string()]),
         )?;
         super::step(
             "decnet-events migrate",
@@ -573,6 +747,12 @@ impl Ctx {
     }
 
     fn start_server(&self, name: &str, hub_mode: &str) -> Result<Server> {
+        self.start_server_on(name, hub_mode, None)
+    }
+
+    /// A server; with `tls` (the repository root) it serves HTTPS with the
+    /// test certificate, and `/readyz` on a plain ops listener.
+    fn start_server_on(&self, name: &str, hub_mode: &str, tls: Option<&Path>) -> Result<Server> {
         let port = test_support::free_port();
         let log_path = self.out.join(format!("server-{name}.log"));
         let log = File::create(&log_path).context("server log file")?;
@@ -595,7 +775,18 @@ impl Ctx {
             .env("DECNET_DEMO", "false")
             .env("RUST_LOG", "warn")
             .env_remove("DECNET_SSE_QUEUE_MAX")
-            .env_remove("DECNET_SSE_MAX_TOTAL");
+            .env_remove("DECNET_SSE_MAX_TOTAL")
+            .env_remove("DECNET_TLS_CERT")
+            .env_remove("DECNET_TLS_KEY")
+            .env_remove("DECNET_OPS_BIND");
+        let mut ready_port = port;
+        if let Some(root) = tls {
+            ready_port = test_support::free_port();
+            command
+                .env("DECNET_TLS_CERT", root.join(TLS_CERT))
+                .env("DECNET_TLS_KEY", root.join(TLS_KEY))
+                .env("DECNET_OPS_BIND", format!("127.0.0.1:{ready_port}"));
+        }
         let mut child = ChildProcess::spawn(
             "decnet-events",
             &mut command,
@@ -609,10 +800,14 @@ impl Ctx {
                 "/readyz 200",
                 Duration::from_secs(30),
                 Duration::from_millis(200),
-                |_| http_ok(port, "/readyz"),
+                |_| http_ok(ready_port, "/readyz"),
             )
             .with_context(|| format!("decnet-events; see {}", log_path.display()))?;
-        let server = Server { child, port };
+        let server = Server {
+            child,
+            port,
+            tls: tls.is_some(),
+        };
         eprintln!(
             "==> bench: decnet-events ({hub_mode}) pid {} on {}",
             server.pid(),
@@ -796,6 +991,101 @@ impl Ctx {
         )
     }
 
+    /// One run per transport: 10 000 streams idle, then a fan-out step.
+    fn h2(&self, sizes: &Sizes) -> Result<()> {
+        let root = std::env::current_dir().context("cwd")?;
+        for transport in TRANSPORTS {
+            let name = format!("h2-{transport}");
+            let tls = (transport != "h1").then_some(root.as_path());
+            let mut args = strings(&["--transport", transport]);
+            if tls.is_some() {
+                args.push("--ca".to_owned());
+                args.push(root.join(TLS_CERT).to_string_lossy().into_owned());
+            }
+            self.compare_run(sizes, &name, tls, sizes.compare_rate, &args)?;
+        }
+        Ok(())
+    }
+
+    /// One run per bus-fed kind (idle, then a fan-out step at the same
+    /// frame rate), then `/stream` with dashboards on one filter.
+    fn kinds(&self, sizes: &Sizes) -> Result<()> {
+        for kind in KINDS {
+            let name = format!("kind-{kind}");
+            // A firehose event reaches every stream: the same frames per
+            // second from 1 / (streams / keys) of the events.
+            let keyed = matches!(kind, "attacker" | "topology");
+            let per_event = if keyed {
+                sizes.compare_streams.div_ceil(sizes.attackers)
+            } else {
+                sizes.compare_streams
+            };
+            let frames =
+                sizes.compare_rate as usize * sizes.compare_streams.div_ceil(sizes.attackers);
+            let rate = u32::try_from((frames / per_event.max(1)).max(1)).unwrap_or(1);
+            self.compare_run(sizes, &name, None, rate, &strings(&["--kind", kind]))?;
+        }
+        // One dashboard first: the database load of one poller, which the
+        // 100 dashboards on the same filter must not multiply.
+        for (name, dashboards) in [("logs-db-1", 1), ("logs-db", sizes.dashboards)] {
+            let server = self.start_server(name, "shared")?;
+            let args = vec![
+                "--kind".to_owned(),
+                "logs".to_owned(),
+                "--hold-secs".to_owned(),
+                sizes.dashboards_secs.to_string(),
+                "--count-db".to_owned(),
+                self.database_url.clone(),
+            ];
+            self.load(
+                &server,
+                name,
+                dashboards,
+                &args,
+                Duration::from_secs(u64::from(sizes.dashboards_secs) + 120),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// One run of the h2 and kinds scenarios against a fresh server (HTTPS
+    /// with `tls`): the streams held 10 s idle, then one publishing step at
+    /// `rate`; `extra` says which transport or kind.
+    fn compare_run(
+        &self,
+        sizes: &Sizes,
+        name: &str,
+        tls: Option<&Path>,
+        rate: u32,
+        extra: &[String],
+    ) -> Result<()> {
+        let server = self.start_server_on(name, "shared", tls)?;
+        let mut args = strings(&[
+            "--attackers",
+            &sizes.attackers.to_string(),
+            "--connect-concurrency",
+            "128",
+            "--hold-secs",
+            "10",
+            "--rates",
+            &rate.to_string(),
+            "--step-secs",
+            &sizes.compare_secs.to_string(),
+            "--drain-secs",
+            "5",
+            "--p99-limit-ms",
+            "50",
+        ]);
+        args.extend_from_slice(extra);
+        self.load(
+            &server,
+            name,
+            sizes.compare_streams,
+            &args,
+            Duration::from_secs(u64::from(sizes.compare_secs) + 300),
+        )
+    }
+
     fn open_rate(&self, sizes: &Sizes) -> Result<()> {
         let server = self.start_server("open-rate", "shared")?;
         let streams = (sizes.open_rate * sizes.open_secs) as usize;
@@ -829,15 +1119,53 @@ mod tests {
     #[test]
     fn splice_replaces_or_appends() {
         let section = format!("{BEGIN_MARK}\nnew\n{END_MARK}\n");
-        let fresh = splice("# Benchmarks\n\n## other\ntext\n", &section);
+        let fresh = splice(
+            "# Benchmarks\n\n## other\ntext\n",
+            &section,
+            BEGIN_MARK,
+            END_MARK,
+        );
         assert_eq!(
             fresh,
             format!("# Benchmarks\n\n## other\ntext\n\n{section}")
         );
         let old = format!("# B\n\n{BEGIN_MARK}\nold\n{END_MARK}\n\n## after\n");
         assert_eq!(
-            splice(&old, &section),
+            splice(&old, &section, BEGIN_MARK, END_MARK),
             format!("# B\n\n{section}\n## after\n")
         );
+        // Another section's markers leave this one alone.
+        let h2 = &SECTIONS[1];
+        let both = splice(
+            &old,
+            &format!("{}\nh2\n{}\n", h2.begin, h2.end),
+            h2.begin,
+            h2.end,
+        );
+        assert!(both.contains("old") && both.contains("\nh2\n"));
+        let again = splice(
+            &both,
+            &format!("{}\nh2b\n{}\n", h2.begin, h2.end),
+            h2.begin,
+            h2.end,
+        );
+        assert!(again.contains("old") && again.contains("h2b") && !again.contains("\nh2\n"));
+    }
+
+    #[test]
+    fn run_lines_go_to_the_section_of_their_scenario() {
+        let [service, h2, kinds] = &SECTIONS;
+        assert!(meta_of("Machine=2-core", h2));
+        assert!(meta_of("Run=h2: 2026-12-02 04:00 UTC", h2));
+        assert!(!meta_of("Run=h2: 2026-12-02 04:00 UTC", service));
+        assert!(meta_of("Run=idle: ...", service));
+        assert!(!meta_of("Run=idle: ...", kinds));
+        for scenario in ALL {
+            let owners = SECTIONS
+                .iter()
+                .filter(|s| s.scenarios.contains(&scenario))
+                .count();
+            assert_eq!(owners, 1, "{scenario} belongs to one section");
+        }
     }
 }

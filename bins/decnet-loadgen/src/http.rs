@@ -3,13 +3,16 @@
 //! Just what the load generator needs, with one small buffer per connection:
 //! write a request, read and parse the response head ([`read_head`]),
 //! read a sized body, and de-chunk a `transfer-encoding: chunked` body
-//! incrementally ([`ChunkedDecoder`]). No redirects, no TLS, no pipelining.
+//! incrementally ([`ChunkedDecoder`]). No redirects, no pipelining; TLS is
+//! the [`Io`] it runs over (see [`crate::transport`]).
 
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+
+use crate::transport::Io;
 
 /// Largest response head accepted (it must fit the connection's buffer anyway).
 pub(crate) const MAX_HEAD: usize = 16 * 1024;
@@ -132,8 +135,8 @@ pub(crate) async fn connect(server: SocketAddr, source: Option<IpAddr>) -> Resul
 /// `buf[start..filled]` holds bytes read but not consumed yet.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    /// The socket.
-    pub(crate) stream: TcpStream,
+    /// The socket (plain or TLS).
+    pub(crate) stream: Io,
     /// The read buffer (its length is its capacity; never grows).
     pub(crate) buf: Box<[u8]>,
     /// Start of the unconsumed bytes.
@@ -144,7 +147,7 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// Wrap `stream` with a read buffer of `buf_size` bytes.
-    pub(crate) fn new(stream: TcpStream, buf_size: usize) -> Self {
+    pub(crate) fn new(stream: Io, buf_size: usize) -> Self {
         Conn {
             stream,
             buf: vec![0; buf_size.max(1024)].into_boxed_slice(),

@@ -3,8 +3,9 @@
 //! What it is: a tool that opens thousands of real SSE streams on a running
 //! `decnet-events` (ticket endpoint, then events endpoint, over a minimal
 //! hand-written HTTP/1.1 client with one small buffer and one task per
-//! stream), publishes paced events on the real bus with a send timestamp in
-//! each payload, and measures what comes back: streams opened and failed,
+//! stream; or hyper's HTTP/2 client over TLS, one connection per stream or
+//! many streams per connection), publishes paced events on the real bus
+//! with a send timestamp in each payload, and measures what comes back: streams opened and failed,
 //! open latency, frames expected against received, publish-to-receive
 //! latency, delivered frames per second, and the server's RSS and CPU time
 //! from `/proc/<pid>`. It only ever connects to loopback addresses.
@@ -18,7 +19,8 @@
 //! - `merge`: merge the summaries of processes that ran at the same time;
 //! - `report`: Markdown and an SVG chart from a directory of summaries.
 //!
-//! Main modules: [`http`] (client and chunked decoder), [`run`] (the load),
+//! Main modules: [`http`] (client and chunked decoder), [`transport`]
+//! (plain, TLS, HTTP/2), [`kind`] (which stream), [`run`] (the load),
 //! [`histogram`] (latency percentiles), [`summary`] (the JSON and merging),
 //! [`procfs`] (RSS and CPU), [`seed`], [`report`].
 //!
@@ -29,13 +31,16 @@
 
 #![allow(clippy::print_stdout, reason = "a CLI prints its JSON result")]
 
+mod compare;
 mod histogram;
 mod http;
+mod kind;
 mod procfs;
 mod report;
 mod run;
 mod seed;
 mod summary;
+mod transport;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,7 +50,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use decnet_bus::{BusConfig, BusKind};
 
+use crate::kind::Kind;
 use crate::summary::Summary;
+use crate::transport::{TlsClient, Transport};
 
 /// Load generator for decnet-events: many SSE streams, paced bus events,
 /// latency and loss.
@@ -83,13 +90,33 @@ struct SeedArgs {
     /// Users to create (role viewer)
     #[arg(long, default_value_t = 20)]
     users: usize,
+    /// Topologies to create (status active), for `run --kind topology`
+    #[arg(long, default_value_t = 0)]
+    topologies: usize,
 }
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// The server, http://127.0.0.x:port (loopback only)
+    /// The server, http://127.0.0.x:port, or https:// for the TLS
+    /// transports (loopback only)
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     url: String,
+    /// How streams reach the server: h1 (plain HTTP/1.1), h1-tls, h2 (one
+    /// TLS + HTTP/2 connection per stream), h2-mux (--streams-per-conn
+    /// streams on each HTTP/2 connection)
+    #[arg(long, default_value = "h1")]
+    transport: String,
+    /// PEM certificate(s) to trust as the only roots (the TLS transports)
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Streams multiplexed on one HTTP/2 connection (h2-mux)
+    #[arg(long, default_value_t = 100)]
+    streams_per_conn: usize,
+    /// Stream kind to open and publish for: attacker, identities,
+    /// campaigns, orchestrator, topology (topologies seeded with `seed
+    /// --topologies`, counted by --attackers)
+    #[arg(long, default_value = "attacker")]
+    kind: String,
     /// HS256 secret the server verifies JWTs with
     #[arg(long, env = "DECNET_JWT_SECRET", hide_env_values = true)]
     jwt_secret: String,
@@ -174,6 +201,10 @@ struct RunArgs {
     /// connect | ticket | stream (memory attribution)
     #[arg(long, default_value = "stream")]
     open_until: String,
+    /// Count the transactions of this PostgreSQL database (the server's)
+    /// over the hold (`pg_stat_database`), for the `/stream` database load
+    #[arg(long, value_name = "DATABASE_URL", hide_env_values = true)]
+    count_db: Option<String>,
     /// Get each ticket on a connection of its own (default: the ticket POST
     /// and the events GET share one keep-alive connection)
     #[arg(long)]
@@ -204,6 +235,11 @@ struct ReportArgs {
     /// `Key=value` lines to print first (date, machine, command, ...)
     #[arg(long = "meta", value_name = "KEY=VALUE")]
     meta: Vec<String>,
+    /// Which section: service (idle, fan-out, ceiling, open rate,
+    /// ablation; the latency chart), h2 (HTTP/1.1 against HTTP/2; the RSS
+    /// chart), kinds (every stream kind, `/stream`'s database load)
+    #[arg(long, default_value = "service")]
+    section: String,
 }
 
 fn secs(value: f64, name: &str) -> Result<Duration> {
@@ -227,6 +263,22 @@ fn run_options(args: RunArgs) -> Result<run::RunOptions> {
     };
     if !args.open_rate.is_finite() || args.open_rate < 0.0 {
         bail!("--open-rate must be >= 0");
+    }
+    let transport = Transport::parse(&args.transport)?;
+    let stream_kind = Kind::parse(&args.kind)?;
+    if stream_kind == Kind::Logs && !args.rates.is_empty() {
+        bail!("--kind logs has no bus events to publish: no --rates");
+    }
+    let tls = match (&args.ca, transport.is_tls()) {
+        (Some(ca), true) => Some(TlsClient::from_ca_file(ca)?),
+        (None, true) => bail!("--transport {} needs --ca <pem>", args.transport),
+        (_, false) => None,
+    };
+    if transport.is_h2() && open_until != run::OpenUntil::Stream {
+        bail!("--open-until connect|ticket is for the HTTP/1.1 transports");
+    }
+    if args.streams_per_conn == 0 {
+        bail!("--streams-per-conn must be at least 1");
     }
     Ok(run::RunOptions {
         url: args.url,
@@ -261,6 +313,11 @@ fn run_options(args: RunArgs) -> Result<run::RunOptions> {
         label: args.label,
         open_until,
         separate_ticket_conn: args.separate_ticket_conn,
+        transport,
+        tls,
+        streams_per_conn: args.streams_per_conn,
+        kind: stream_kind,
+        count_db: args.count_db,
     })
 }
 
@@ -272,6 +329,7 @@ async fn dispatch(command: Command) -> Result<()> {
                 recreate_via: args.recreate_via,
                 attackers: args.attackers,
                 users: args.users,
+                topologies: args.topologies,
             })
             .await
         }
@@ -310,6 +368,7 @@ async fn dispatch(command: Command) -> Result<()> {
                 svg: args.svg,
                 svg_link: args.svg_link,
                 meta,
+                section: report::Section::parse(&args.section)?,
             })?;
             print!("{markdown}");
             Ok(())

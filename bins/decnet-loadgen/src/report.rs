@@ -30,9 +30,34 @@ pub(crate) struct ReportOptions {
     pub(crate) svg_link: String,
     /// Free text: date, machine, load, command, mode (one `key=value` each).
     pub(crate) meta: Vec<(String, String)>,
+    /// Which section to render.
+    pub(crate) section: Section,
 }
 
-fn load(dir: &Path, name: &str) -> Result<Option<Summary>> {
+/// The sections of docs/BENCHMARKS.md the report renders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Section {
+    /// Idle, fan-out, ceiling, open rate, ablation (the latency chart).
+    Service,
+    /// HTTP/1.1 against HTTP/2 (the RSS chart).
+    H2,
+    /// Every stream kind and `/stream`'s database load.
+    Kinds,
+}
+
+impl Section {
+    /// Parse `service | h2 | kinds`.
+    pub(crate) fn parse(name: &str) -> Result<Section> {
+        Ok(match name {
+            "service" => Section::Service,
+            "h2" => Section::H2,
+            "kinds" => Section::Kinds,
+            other => anyhow::bail!("--section must be service, h2 or kinds, got {other:?}"),
+        })
+    }
+}
+
+pub(crate) fn load(dir: &Path, name: &str) -> Result<Option<Summary>> {
     let path = dir.join(format!("{name}.json"));
     if !path.exists() {
         return Ok(None);
@@ -44,15 +69,19 @@ fn load(dir: &Path, name: &str) -> Result<Option<Summary>> {
         .with_context(|| format!("parsing {}", path.display()))
 }
 
-fn ms(v: Option<f64>) -> String {
+pub(crate) fn ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
 }
 
-fn pct(v: Option<f64>) -> String {
+pub(crate) fn us(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
+}
+
+pub(crate) fn pct(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0} %"))
 }
 
-fn thousands(v: f64) -> String {
+pub(crate) fn thousands(v: f64) -> String {
     let n = v.round() as u64;
     let digits = n.to_string();
     let mut out = String::new();
@@ -65,11 +94,11 @@ fn thousands(v: f64) -> String {
     out
 }
 
-fn verdict(met: bool) -> &'static str {
+pub(crate) fn verdict(met: bool) -> &'static str {
     if met { "MET" } else { "NOT MET" }
 }
 
-fn loss_text(step: &Step) -> String {
+pub(crate) fn loss_text(step: &Step) -> String {
     if step.frames_expected == 0 {
         return "-".to_owned();
     }
@@ -109,33 +138,28 @@ fn idle_runs(dir: &Path) -> Result<Vec<(u64, Summary)>> {
 ///
 /// Unreadable summaries or a chart that cannot be written.
 pub(crate) fn report(options: &ReportOptions) -> Result<String> {
+    let mut md = meta_lines(&options.meta);
     let dir = &options.dir;
+    match options.section {
+        Section::Service => {}
+        Section::H2 => {
+            let svg = options
+                .svg
+                .as_deref()
+                .map(|p| (p, options.svg_link.as_str()));
+            md.push_str(&crate::compare::h2_section(dir, svg)?);
+            return Ok(md);
+        }
+        Section::Kinds => {
+            md.push_str(&crate::compare::kinds_section(dir)?);
+            return Ok(md);
+        }
+    }
     let idle = idle_runs(dir)?;
     let fanout = load(dir, "fanout")?;
     let ceiling = load(dir, "ceiling")?;
     let open_rate = load(dir, "open-rate")?;
     let ablation = load(dir, "ablation")?;
-
-    let mut md = String::new();
-    let mut runs = 0;
-    for (key, value) in &options.meta {
-        if key == "Run" {
-            if runs == 0 {
-                md.push_str("Runs (each scenario against a freshly started server):\n\n");
-            }
-            runs += 1;
-            let _ = writeln!(md, "- {value}");
-        } else {
-            if runs > 0 {
-                md.push('\n');
-                runs = 0;
-            }
-            let _ = writeln!(md, "{key}: {value}\n");
-        }
-    }
-    if runs > 0 {
-        md.push('\n');
-    }
 
     // --- targets ---
     md.push_str("| scenario | measured | target | verdict |\n| --- | --- | --- | --- |\n");
@@ -247,12 +271,12 @@ pub(crate) fn report(options: &ReportOptions) -> Result<String> {
     }
     if !step_rows.is_empty() {
         md.push_str("Publishing steps (latency = bus publish to SSE frame parsed by the load generator):\n\n");
-        md.push_str("| run | streams | events/s | delivered frames/s | lost / expected | resyncs | p50 ms | p99 ms | max ms | server CPU | loadgen CPU | server RSS | clean |\n");
-        md.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
+        md.push_str("| run | streams | events/s | delivered frames/s | lost / expected | resyncs | p50 ms | p99 ms | max ms | server CPU | loadgen CPU | server µs/frame | loadgen µs/frame | server RSS | clean |\n");
+        md.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
         for (name, s, st) in &step_rows {
             let _ = writeln!(
                 md,
-                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 thousands(s.streams_opened as f64),
                 thousands(st.events_published as f64 / st.publish_secs.max(1e-9)),
                 thousands(st.delivered_per_sec),
@@ -263,6 +287,8 @@ pub(crate) fn report(options: &ReportOptions) -> Result<String> {
                 ms(st.latency.max_ms),
                 pct(st.server_cpu_pct),
                 pct(st.loadgen_cpu_pct),
+                us(st.server_us_per_frame),
+                us(st.loadgen_us_per_frame),
                 st.server_rss_kib.map_or_else(
                     || "-".to_owned(),
                     |k| format!("{:.0} MiB", k as f64 / 1024.0)
@@ -270,7 +296,7 @@ pub(crate) fn report(options: &ReportOptions) -> Result<String> {
                 if st.clean { "yes" } else { "no" },
             );
         }
-        md.push_str("\nCPU is percent of one core over the step (the machine has two; the load generator runs on the same two).\n\n");
+        md.push_str("\nCPU is percent of one core over the step (the machine has two; the load generator runs on the same two); µs/frame is that process's utime + stime over the step divided by the frames delivered (the server's includes its keepalives and bus intake, the load generator's its publisher).\n\n");
         for s in [&fanout, &ablation, &ceiling].into_iter().flatten() {
             notes_of(&mut md, s);
         }
@@ -329,7 +355,32 @@ pub(crate) fn report(options: &ReportOptions) -> Result<String> {
     Ok(md)
 }
 
-fn notes_of(md: &mut String, summary: &Summary) {
+/// The `Key: value` lines and the list of runs that open a section.
+fn meta_lines(meta: &[(String, String)]) -> String {
+    let mut md = String::new();
+    let mut runs = 0;
+    for (key, value) in meta {
+        if key == "Run" {
+            if runs == 0 {
+                md.push_str("Runs (each scenario against a freshly started server):\n\n");
+            }
+            runs += 1;
+            let _ = writeln!(md, "- {value}");
+        } else {
+            if runs > 0 {
+                md.push('\n');
+                runs = 0;
+            }
+            let _ = writeln!(md, "{key}: {value}\n");
+        }
+    }
+    if runs > 0 {
+        md.push('\n');
+    }
+    md
+}
+
+pub(crate) fn notes_of(md: &mut String, summary: &Summary) {
     let mut wrote = false;
     for step in &summary.steps {
         let attempted = step.events_published + step.publish_failures;

@@ -5,14 +5,17 @@
 //! 1. Mint one JWT per user; read the server's RSS and CPU time.
 //! 2. Open the streams (bounded concurrency, optional pacing): one task per
 //!    stream does TCP connect (from one of several loopback source
-//!    addresses), `POST /api/v1/auth/sse-ticket` and
-//!    `GET /api/v1/attackers/{uuid}/events?ticket=..` on the same keep-alive
-//!    connection, then reads the SSE body until the run ends.
+//!    addresses; TLS for the TLS transports), `POST /api/v1/auth/sse-ticket`
+//!    and `GET /api/v1/attackers/{uuid}/events?ticket=..` (or the route of
+//!    `--kind`) on the same keep-alive connection (the same HTTP/2
+//!    connection for h2, shared by `--streams-per-conn` streams for h2-mux),
+//!    then reads the SSE body until the run ends.
 //! 3. Optionally wait until the server reports `--wait-active` open streams
 //!    (a barrier when several load generators share one server), hold
 //!    `--hold-secs`, read the server's RSS again (idle memory per stream).
 //! 4. For each rate in `--rates`: publish events round-robin over the
-//!    attackers at that rate (a dedicated publisher thread), wait for the
+//!    stream keys (attackers, topologies, or the one key of a firehose kind)
+//!    at that rate (a dedicated publisher thread), wait for the
 //!    frames to drain, and record loss, latency, throughput and CPU.
 //! 5. Print the JSON [`Summary`].
 
@@ -23,21 +26,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use bytes::Bytes;
 use decnet_bus::{Bus, BusConfig};
 use decnet_sse::Decoded;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Incoming;
 use serde_json::{Map, Value};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OnceCell, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::histogram::AtomicHistogram;
 use crate::http::{BodyKind, ChunkedDecoder, Conn};
+use crate::kind::Kind;
 use crate::procfs::{Pid, ProcSample};
-use crate::seed::{attacker_uuid, user_uuid};
-use crate::summary::{Step, Summary};
-
-/// The bus topic of bench events (forwarded to streams as `observation`).
-pub(crate) const BENCH_TOPIC: &str = "attacker.observation.bench.latency";
+use crate::seed::user_uuid;
+use crate::summary::{DbLoad, RssPoint, Step, Summary};
+use crate::transport::{H2Sender, TlsClient, Transport, connect_h1};
 
 /// Everything `run` needs.
 #[derive(Debug, Clone)]
@@ -99,6 +104,17 @@ pub(crate) struct RunOptions {
     /// Get the ticket on a connection of its own instead of reusing the
     /// stream's keep-alive connection.
     pub(crate) separate_ticket_conn: bool,
+    /// Plain HTTP/1.1, HTTP/1.1 over TLS, HTTP/2 (one connection per stream
+    /// or multiplexed).
+    pub(crate) transport: Transport,
+    /// The TLS client (the TLS transports).
+    pub(crate) tls: Option<TlsClient>,
+    /// Streams per HTTP/2 connection (h2-mux).
+    pub(crate) streams_per_conn: usize,
+    /// The stream kind opened and published for.
+    pub(crate) kind: Kind,
+    /// Count this PostgreSQL database's transactions over the hold.
+    pub(crate) count_db: Option<String>,
 }
 
 /// How far an open goes before the connection is held idle.
@@ -113,10 +129,12 @@ pub(crate) enum OpenUntil {
     Stream,
 }
 
-/// Parse `http://host:port` into a loopback socket address and `Host` value.
-pub(crate) fn parse_url(url: &str) -> Result<(SocketAddr, String)> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        bail!("--url must start with http:// (got {url:?})");
+/// Parse `http://host:port` (`https://` when `tls`) into a loopback socket
+/// address and `Host` value.
+pub(crate) fn parse_url(url: &str, tls: bool) -> Result<(SocketAddr, String)> {
+    let scheme = if tls { "https://" } else { "http://" };
+    let Some(rest) = url.strip_prefix(scheme) else {
+        bail!("--url must start with {scheme} for this transport (got {url:?})");
     };
     let authority = rest.split('/').next().unwrap_or_default();
     let addr: SocketAddr = match authority.strip_prefix("localhost:") {
@@ -134,18 +152,57 @@ pub(crate) fn parse_url(url: &str) -> Result<(SocketAddr, String)> {
     Ok((addr, authority.to_owned()))
 }
 
+/// Time for PostgreSQL's statistics to catch up before a reading.
+const DB_SETTLE: Duration = Duration::from_secs(2);
+
+/// The database's name and `xact_commit + xact_rollback` so far.
+async fn db_transactions(url: &str) -> Result<(String, u64)> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("--count-db: connecting")?;
+    let driver = tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT current_database()::text AS name, \
+             (xact_commit + xact_rollback)::bigint AS n \
+             FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .context("--count-db: reading pg_stat_database")?;
+    drop(client);
+    let _ = driver.await;
+    let n: i64 = row.try_get("n").context("--count-db: n")?;
+    Ok((
+        row.try_get("name").context("--count-db: name")?,
+        u64::try_from(n).unwrap_or(0),
+    ))
+}
+
+/// How often the server's RSS is read while the streams open.
+const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
 /// State every stream task shares.
 struct Shared {
     server: SocketAddr,
     host: String,
     tokens: Vec<String>,
-    attackers: Vec<String>,
+    kind: Kind,
+    /// The stream keys (attacker uuids, topology ids, or the one kind-wide
+    /// key), streams spread round-robin over them.
+    keys: Vec<String>,
+    transport: Transport,
+    tls: Option<TlsClient>,
+    streams_per_conn: usize,
+    /// h2-mux: one HTTP/2 connection per group of `streams_per_conn` streams,
+    /// made by the first stream of the group that needs it.
+    mux: Vec<OnceCell<H2Sender>>,
     users: usize,
     stream_offset: usize,
     open_until: OpenUntil,
     separate_ticket_conn: bool,
-    /// Streams open now, per attacker index.
-    open_per_attacker: Vec<AtomicU32>,
+    /// Streams open now, per key index.
+    open_per_key: Vec<AtomicU32>,
     sources: Vec<IpAddr>,
     read_buf: usize,
     open_timeout: Duration,
@@ -201,10 +258,13 @@ pub(crate) fn json_u64_field(json: &str, key: &str) -> Option<u64> {
 /// Bad options, a token that cannot be minted, a bus that cannot be created.
 /// Stream failures are counted, not errors.
 pub(crate) async fn run(options: RunOptions) -> Result<Summary> {
-    let (server, host) = parse_url(&options.url)?;
+    let (server, host) = parse_url(&options.url, options.transport.is_tls())?;
     if options.attackers == 0 || options.users == 0 {
         bail!("--attackers and --users must be at least 1");
     }
+    let keys = options
+        .kind
+        .keys(options.attacker_offset, options.attackers);
     let tokens = (0..options.users)
         .map(|u| {
             decnet_auth::mint_access_token(
@@ -223,14 +283,19 @@ pub(crate) async fn run(options: RunOptions) -> Result<Summary> {
         server,
         host,
         tokens,
-        attackers: (0..options.attackers)
-            .map(|a| attacker_uuid(options.attacker_offset + a))
+        kind: options.kind,
+        open_per_key: keys.iter().map(|_| AtomicU32::new(0)).collect(),
+        keys,
+        transport: options.transport,
+        tls: options.tls.clone(),
+        streams_per_conn: options.streams_per_conn,
+        mux: (0..options.streams.div_ceil(options.streams_per_conn.max(1)))
+            .map(|_| OnceCell::new())
             .collect(),
         users: options.users,
         stream_offset: options.stream_offset,
         open_until: options.open_until,
         separate_ticket_conn: options.separate_ticket_conn,
-        open_per_attacker: (0..options.attackers).map(|_| AtomicU32::new(0)).collect(),
         sources,
         read_buf: options.read_buf,
         open_timeout: options.open_timeout,
@@ -251,6 +316,8 @@ pub(crate) async fn run(options: RunOptions) -> Result<Summary> {
     let sample_server = || server_pid.and_then(Pid::sample);
     let mut summary = Summary {
         label: options.label.clone(),
+        transport: options.transport.name().to_owned(),
+        kind: options.kind.name().to_owned(),
         processes: 1,
         streams_requested: options.streams as u64,
         open_rate_target: options.open_rate,
@@ -266,7 +333,7 @@ pub(crate) async fn run(options: RunOptions) -> Result<Summary> {
     } else {
         Some(Publisher::start(
             options.bus.clone(),
-            shared.attackers.clone(),
+            targets(shared.kind, &shared.keys),
         )?)
     };
 
@@ -275,6 +342,21 @@ pub(crate) async fn run(options: RunOptions) -> Result<Summary> {
     let mut tasks = JoinSet::new();
     let permits = Arc::new(Semaphore::new(options.connect_concurrency.max(1)));
     let mut last_progress = Instant::now();
+    // Server RSS against open streams while opening (the chart's curve).
+    let mut last_rss = Instant::now();
+    let mut rss_curve = Vec::new();
+    let mut sample_rss = |force: bool| {
+        if force || last_rss.elapsed() >= RSS_SAMPLE_EVERY {
+            last_rss = Instant::now();
+            if let Some(sample) = sample_server() {
+                rss_curve.push(RssPoint {
+                    streams: shared.opened.load(Ordering::Relaxed),
+                    rss_kib: sample.rss_kib,
+                });
+            }
+        }
+    };
+    sample_rss(true);
     for index in 0..options.streams {
         let scheduled = if options.open_rate > 0.0 {
             let at = started + Duration::from_secs_f64(index as f64 / options.open_rate);
@@ -290,6 +372,7 @@ pub(crate) async fn run(options: RunOptions) -> Result<Summary> {
             .context("semaphore closed")?;
         let began = scheduled.unwrap_or_else(Instant::now);
         tasks.spawn(stream_task(shared.clone(), index, permit, began));
+        sample_rss(false);
         if last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
             open_progress(&shared, options.streams, started);
@@ -302,6 +385,7 @@ pub(crate) async fn run(options: RunOptions) -> Result<Summary> {
     let deadline = Instant::now() + options.open_timeout + Duration::from_secs(5);
     while !all_resolved(&shared) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
+        sample_rss(false);
         if last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
             open_progress(&shared, options.streams, started);
@@ -317,11 +401,40 @@ pub(crate) async fn run(options: RunOptions) -> Result<Summary> {
             "the server did not report {target} active streams within 180 s"
         ));
     }
+    let db_before = match &options.count_db {
+        Some(url) => {
+            // The opens' own queries settle first (PostgreSQL flushes a
+            // backend's counts within about a second of it going idle).
+            tokio::time::sleep(DB_SETTLE).await;
+            Some((db_transactions(url).await?, Instant::now()))
+        }
+        None => None,
+    };
     if !options.hold.is_zero() {
         eprintln!("hold: {:.0} s idle", options.hold.as_secs_f64());
         tokio::time::sleep(options.hold).await;
     }
+    if let (Some(url), Some(((database, before), at))) = (&options.count_db, db_before) {
+        // Both readings lag the queries by the same flush delay: the window
+        // is from one reading to the other.
+        tokio::time::sleep(DB_SETTLE).await;
+        let secs = at.elapsed().as_secs_f64();
+        let (_, after) = db_transactions(url).await?;
+        summary.db_load = Some(DbLoad {
+            database,
+            secs,
+            // Our own "before" reading is one transaction of the window.
+            transactions: after.saturating_sub(before).saturating_sub(1),
+        });
+    }
     summary.server_idle = sample_server();
+    if let Some(idle) = summary.server_idle {
+        rss_curve.push(RssPoint {
+            streams: shared.opened.load(Ordering::Relaxed),
+            rss_kib: idle.rss_kib,
+        });
+    }
+    summary.rss_curve = rss_curve;
 
     // --- publish steps ---
     if let Some(publisher) = &publisher {
@@ -400,17 +513,17 @@ async fn stream_task(
     began: Instant,
 ) {
     let global = shared.stream_offset + index;
-    let attacker = global % shared.attackers.len();
+    let attacker = global % shared.keys.len();
     let token = &shared.tokens[global % shared.users];
     let source =
         (!shared.sources.is_empty()).then(|| shared.sources[global % shared.sources.len()]);
     let opened = tokio::time::timeout(
         shared.open_timeout,
-        open(&shared, &shared.attackers[attacker], token, source),
+        open(&shared, index, &shared.keys[attacker], token, source),
     )
     .await;
     drop(permit);
-    let (conn, kind, ticket_at) = match opened {
+    let (body, ticket_at) = match opened {
         Ok(Ok(ok)) => ok,
         Ok(Err(reason)) => return shared.fail(reason),
         Err(_) => return shared.fail("timeout".to_owned()),
@@ -423,14 +536,19 @@ async fn stream_task(
             .record(micros(ticket_at.saturating_duration_since(began)));
         shared.stream_latency.record(micros(ticket_at.elapsed()));
     }
-    shared.open_per_attacker[attacker].fetch_add(1, Ordering::Relaxed);
+    shared.open_per_key[attacker].fetch_add(1, Ordering::Relaxed);
     shared.opened.fetch_add(1, Ordering::Relaxed);
-    if shared.open_until == OpenUntil::Stream {
-        receive(&shared, conn, kind, attacker).await;
-    } else {
-        hold(conn).await;
+    match body {
+        Body::H1(conn, kind) if shared.open_until == OpenUntil::Stream => {
+            receive(&shared, conn, kind, attacker).await;
+        }
+        Body::H1(conn, _) => hold(conn).await,
+        Body::H2(body, sender) => {
+            receive_h2(&shared, body, attacker).await;
+            drop(sender);
+        }
     }
-    shared.open_per_attacker[attacker].fetch_sub(1, Ordering::Relaxed);
+    shared.open_per_key[attacker].fetch_sub(1, Ordering::Relaxed);
     shared.ended.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -439,21 +557,66 @@ struct TicketAnswer {
     ticket: String,
 }
 
-/// Connect, get a ticket, open the events stream; returns the connection
-/// positioned at the start of the SSE body, and when the ticket arrived (for
-/// a full open). Errors are short reasons.
+/// An open stream's body, ready to read.
+enum Body {
+    /// HTTP/1.1 (plain or TLS): the connection positioned at the start of
+    /// the body, and how the body is delimited.
+    H1(Conn, BodyKind),
+    /// HTTP/2: the response body, and the connection's request half (held
+    /// so the connection stays open as long as the stream).
+    H2(Incoming, H2Sender),
+}
+
+/// The ticket out of a `POST /api/v1/auth/sse-ticket` answer.
+fn ticket_of(status: u16, body: &[u8]) -> Result<String, String> {
+    if status != 200 {
+        return Err(format!("ticket http {status}"));
+    }
+    let ticket = serde_json::from_slice::<TicketAnswer>(body)
+        .map_err(|_| "ticket: bad JSON".to_owned())?
+        .ticket;
+    if ticket.is_empty()
+        || !ticket
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err("ticket: not base64url".to_owned());
+    }
+    Ok(ticket)
+}
+
+/// The stream's answer must be `200` with `text/event-stream`.
+fn check_stream_head(status: u16, content_type: &str) -> Result<(), String> {
+    if status != 200 {
+        return Err(format!("stream http {status}"));
+    }
+    if !content_type.starts_with("text/event-stream") {
+        return Err("stream: not text/event-stream".to_owned());
+    }
+    Ok(())
+}
+
+/// Connect, get a ticket, open the events stream; returns the body and when
+/// the ticket arrived (for a full open). Errors are short reasons.
 async fn open(
     shared: &Shared,
-    attacker: &str,
+    index: usize,
+    key: &str,
     token: &str,
     source: Option<IpAddr>,
-) -> Result<(Conn, BodyKind, Option<Instant>), String> {
-    let stream = crate::http::connect(shared.server, source)
-        .await
-        .map_err(|e| format!("connect: {}", root_cause(&e)))?;
-    let mut conn = Conn::new(stream, shared.read_buf);
+) -> Result<(Body, Option<Instant>), String> {
+    if shared.transport.is_h2() {
+        return open_h2(shared, index, key, token, source).await;
+    }
+    let connect = || async move {
+        connect_h1(shared.server, source, shared.tls.as_ref())
+            .await
+            .map(|io| Conn::new(io, shared.read_buf))
+            .map_err(|e| format!("connect: {}", root_cause(&e)))
+    };
+    let mut conn = connect().await?;
     if shared.open_until == OpenUntil::Connect {
-        return Ok((conn, BodyKind::UntilClose, None));
+        return Ok((Body::H1(conn, BodyKind::UntilClose), None));
     }
     let request = format!(
         "POST /api/v1/auth/sse-ticket HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n",
@@ -470,33 +633,19 @@ async fn open(
         .read_body(head.body)
         .await
         .map_err(|e| format!("ticket: {}", root_cause(&e)))?;
-    if head.status != 200 {
-        return Err(format!("ticket http {}", head.status));
-    }
-    let ticket = serde_json::from_slice::<TicketAnswer>(&body)
-        .map_err(|_| "ticket: bad JSON".to_owned())?
-        .ticket;
-    if ticket.is_empty()
-        || !ticket
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err("ticket: not base64url".to_owned());
-    }
+    let ticket = ticket_of(head.status, &body)?;
     let ticket_at = Instant::now();
     if shared.open_until == OpenUntil::Ticket {
-        return Ok((conn, BodyKind::UntilClose, None));
+        return Ok((Body::H1(conn, BodyKind::UntilClose), None));
     }
     if shared.separate_ticket_conn {
         // As a client without connection reuse would: a fresh connection
         // for the stream (this one closes, and its port sits in TIME_WAIT).
-        let stream = crate::http::connect(shared.server, source)
-            .await
-            .map_err(|e| format!("connect: {}", root_cause(&e)))?;
-        conn = Conn::new(stream, shared.read_buf);
+        conn = connect().await?;
     }
     let request = format!(
-        "GET /api/v1/attackers/{attacker}/events?ticket={ticket} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n",
+        "GET {}?ticket={ticket} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n",
+        shared.kind.path(key),
         shared.host
     );
     conn.send(request.as_bytes())
@@ -506,13 +655,76 @@ async fn open(
         .read_head()
         .await
         .map_err(|e| format!("stream: {}", root_cause(&e)))?;
-    if head.status != 200 {
-        return Err(format!("stream http {}", head.status));
-    }
-    if !head.content_type.starts_with("text/event-stream") {
-        return Err("stream: not text/event-stream".to_owned());
-    }
-    Ok((conn, head.body, Some(ticket_at)))
+    check_stream_head(head.status, &head.content_type)?;
+    Ok((Body::H1(conn, head.body), Some(ticket_at)))
+}
+
+/// A new TLS + HTTP/2 connection.
+async fn h2_connection(shared: &Shared, source: Option<IpAddr>) -> Result<H2Sender> {
+    let tls = shared.tls.as_ref().context("no TLS client")?;
+    let tcp = crate::http::connect(shared.server, source).await?;
+    tls.h2(tcp, shared.server).await
+}
+
+/// [`open`] over HTTP/2: the ticket and the stream are two requests on the
+/// stream's connection (its own, or its group's for h2-mux).
+async fn open_h2(
+    shared: &Shared,
+    index: usize,
+    key: &str,
+    token: &str,
+    source: Option<IpAddr>,
+) -> Result<(Body, Option<Instant>), String> {
+    let connected = match shared.transport {
+        Transport::H2Mux => shared.mux[index / shared.streams_per_conn]
+            .get_or_try_init(|| h2_connection(shared, source))
+            .await
+            .cloned(),
+        _ => h2_connection(shared, source).await,
+    };
+    let mut sender = connected.map_err(|e| format!("connect: {}", root_cause(&e)))?;
+    let uri = |path: &str| format!("https://{}{path}", shared.host);
+    let request = hyper::Request::post(uri("/api/v1/auth/sse-ticket"))
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("ticket request: {e}"))?;
+    let response = h2_send(&mut sender, "ticket", request).await?;
+    let status = response.status().as_u16();
+    let body = Limited::new(response.into_body(), crate::http::MAX_HEAD * 4)
+        .collect()
+        .await
+        .map_err(|e| format!("ticket: {e}"))?
+        .to_bytes();
+    let ticket = ticket_of(status, &body)?;
+    let ticket_at = Instant::now();
+    let request = hyper::Request::get(uri(&format!("{}?ticket={ticket}", shared.kind.path(key))))
+        .header(hyper::header::ACCEPT, "text/event-stream")
+        .header(hyper::header::CACHE_CONTROL, "no-cache")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("stream request: {e}"))?;
+    let response = h2_send(&mut sender, "stream", request).await?;
+    let content_type = response
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    check_stream_head(response.status().as_u16(), &content_type)?;
+    Ok((Body::H2(response.into_body(), sender), Some(ticket_at)))
+}
+
+/// Send `request` on an HTTP/2 connection once it has room for a stream;
+/// errors are short reasons starting with `what`.
+async fn h2_send(
+    sender: &mut H2Sender,
+    what: &str,
+    request: hyper::Request<Empty<Bytes>>,
+) -> Result<hyper::Response<Incoming>, String> {
+    sender.ready().await.map_err(|e| format!("{what}: {e}"))?;
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("{what}: {e}"))
 }
 
 /// The innermost error message, without addresses that would make every
@@ -527,9 +739,34 @@ fn root_cause(error: &anyhow::Error) -> String {
     }
 }
 
+/// Count the bench frames among `items` (any event carrying `sent_at_ns`:
+/// the kind's name for it varies) and the resyncs; a bench frame of a keyed
+/// kind must name the stream's key.
+fn tally(shared: &Shared, items: &mut Vec<Decoded>, key: &str) {
+    for item in items.drain(..) {
+        let Decoded::Event(event) = item else {
+            continue;
+        };
+        if event.event == "resync" {
+            shared.resyncs.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let Some(sent) = json_u64_field(&event.data, "sent_at_ns") else {
+            continue;
+        };
+        let now = now_ns();
+        shared.latency.record(now.saturating_sub(sent) / 1000);
+        shared.received.fetch_add(1, Ordering::Relaxed);
+        shared.last_rx_ns.fetch_max(now, Ordering::Relaxed);
+        if shared.kind.is_keyed() && !event.data.contains(key) {
+            shared.misrouted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Read SSE frames until the server ends the stream or the task is aborted.
-async fn receive(shared: &Shared, mut conn: Conn, kind: BodyKind, attacker: usize) {
-    let attacker_uuid = shared.attackers[attacker].as_str();
+async fn receive(shared: &Shared, mut conn: Conn, kind: BodyKind, key_index: usize) {
+    let key = shared.keys[key_index].as_str();
     let mut chunked = ChunkedDecoder::new();
     let mut sse = decnet_sse::Decoder::new();
     let mut items = Vec::new();
@@ -548,35 +785,26 @@ async fn receive(shared: &Shared, mut conn: Conn, kind: BodyKind, attacker: usiz
         }
         conn.start = 0;
         conn.filled = 0;
-        for item in items.drain(..) {
-            let Decoded::Event(event) = item else {
-                continue;
-            };
-            match event.event.as_str() {
-                "observation" => {
-                    let Some(sent) = json_u64_field(&event.data, "sent_at_ns") else {
-                        continue;
-                    };
-                    let now = now_ns();
-                    shared.latency.record(now.saturating_sub(sent) / 1000);
-                    shared.received.fetch_add(1, Ordering::Relaxed);
-                    shared.last_rx_ns.fetch_max(now, Ordering::Relaxed);
-                    if !event.data.contains(attacker_uuid) {
-                        shared.misrouted.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                "resync" => {
-                    shared.resyncs.fetch_add(1, Ordering::Relaxed);
-                }
-                _ => {}
-            }
-        }
+        tally(shared, &mut items, key);
         if chunked.is_done() {
             break;
         }
         match conn.fill().await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
+        }
+    }
+}
+
+/// [`receive`] for an HTTP/2 body: DATA frames as they come.
+async fn receive_h2(shared: &Shared, mut body: Incoming, key_index: usize) {
+    let key = shared.keys[key_index].as_str();
+    let mut sse = decnet_sse::Decoder::new();
+    let mut items = Vec::new();
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(data) = frame.data_ref() {
+            sse.feed_into(data, &mut items);
+            tally(shared, &mut items, key);
         }
     }
 }
@@ -617,7 +845,7 @@ async fn wait_active(shared: &Shared, target: u64, limit: Duration) -> bool {
 }
 
 async fn active_streams(shared: &Shared) -> Result<u64> {
-    let stream = crate::http::connect(shared.server, None).await?;
+    let stream = connect_h1(shared.server, None, shared.tls.as_ref()).await?;
     let mut conn = Conn::new(stream, 16 * 1024);
     let request = format!(
         "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
@@ -631,6 +859,24 @@ async fn active_streams(shared: &Shared) -> Result<u64> {
         .find_map(|line| line.strip_prefix("decnet_sse_streams_active "))
         .and_then(|v| v.trim().parse().ok())
         .context("no decnet_sse_streams_active in /metrics")
+}
+
+/// Where one key's bench events go: the topic, and the payload field that
+/// names the key (keyed kinds).
+#[derive(Debug, Clone)]
+struct Target {
+    topic: String,
+    key: Option<(&'static str, String)>,
+}
+
+/// One [`Target`] per stream key, in the keys' order.
+fn targets(kind: Kind, keys: &[String]) -> Vec<Target> {
+    keys.iter()
+        .map(|key| Target {
+            topic: kind.topic(key),
+            key: kind.key_field().map(|field| (field, key.clone())),
+        })
+        .collect()
 }
 
 /// A publishing request for the publisher thread.
@@ -657,7 +903,7 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn start(config: BusConfig, attackers: Vec<String>) -> Result<Publisher> {
+    fn start(config: BusConfig, targets: Vec<Target>) -> Result<Publisher> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -676,7 +922,7 @@ impl Publisher {
                     };
                     while let Some(request) = receiver.recv().await {
                         let report =
-                            publish_paced(&bus, &attackers, request.rate, request.events).await;
+                            publish_paced(&bus, &targets, request.rate, request.events).await;
                         let _ = request.done.send(report);
                     }
                     bus.close().await;
@@ -707,7 +953,7 @@ impl Publisher {
 /// Gives up at twice the planned time plus 5 s (a bus that pushes back, as
 /// in the per-connection ablation, must not hold the run forever); the
 /// report says how many were attempted.
-async fn publish_paced(bus: &Bus, attackers: &[String], rate: f64, events: u64) -> PublishReport {
+async fn publish_paced(bus: &Bus, targets: &[Target], rate: f64, events: u64) -> PublishReport {
     let started = Instant::now();
     let mut report = PublishReport::default();
     let mut ticker = tokio::time::interval(Duration::from_millis(1));
@@ -726,12 +972,14 @@ async fn publish_paced(bus: &Bus, attackers: &[String], rate: f64, events: u64) 
                 );
                 break 'publishing;
             }
-            let attacker = &attackers[(sent % attackers.len() as u64) as usize];
+            let target = &targets[(sent % targets.len() as u64) as usize];
             let mut payload = Map::new();
-            payload.insert("attacker_uuid".into(), Value::from(attacker.as_str()));
+            if let Some((field, key)) = &target.key {
+                payload.insert((*field).into(), Value::from(key.as_str()));
+            }
             payload.insert("seq".into(), Value::from(sent));
             payload.insert("sent_at_ns".into(), Value::from(now_ns()));
-            match bus.publish(BENCH_TOPIC, "bench", payload).await {
+            match bus.publish(&target.topic, "bench", payload).await {
                 Ok(()) => report.published += 1,
                 Err(_) => report.failures += 1,
             }
@@ -767,7 +1015,7 @@ async fn run_step(
     events: u64,
 ) -> Result<Step> {
     let open: Vec<u64> = shared
-        .open_per_attacker
+        .open_per_key
         .iter()
         .map(|n| u64::from(n.load(Ordering::Relaxed)))
         .collect();
@@ -831,6 +1079,7 @@ async fn run_step(
         server_cpu_secs,
         server_cpu_pct: server_cpu_secs.map(|c| c / elapsed * 100.0),
         server_rss_kib: server_after.map(|s| s.rss_kib),
+        loadgen_cpu_secs: cpu(self_before, self_after),
         loadgen_cpu_pct: cpu(self_before, self_after).map(|c| c / elapsed * 100.0),
         ..Step::default()
     };
@@ -855,13 +1104,16 @@ mod tests {
 
     #[test]
     fn urls_must_be_loopback() {
-        let (addr, host) = parse_url("http://127.0.0.1:8080").expect("valid");
+        let (addr, host) = parse_url("http://127.0.0.1:8080", false).expect("valid");
         assert_eq!(addr.port(), 8080);
         assert_eq!(host, "127.0.0.1:8080");
-        assert!(parse_url("http://localhost:9000/").is_ok());
-        assert!(parse_url("http://10.0.0.1:80").is_err());
-        assert!(parse_url("https://127.0.0.1:80").is_err());
-        assert!(parse_url("http://example.com:80").is_err());
+        assert!(parse_url("http://localhost:9000/", false).is_ok());
+        assert!(parse_url("http://10.0.0.1:80", false).is_err());
+        assert!(parse_url("https://127.0.0.1:80", false).is_err());
+        assert!(parse_url("http://example.com:80", false).is_err());
+        assert!(parse_url("https://127.0.0.1:8443", true).is_ok());
+        assert!(parse_url("http://127.0.0.1:8443", true).is_err());
+        assert!(parse_url("https://10.0.0.1:443", true).is_err());
     }
 
     #[test]

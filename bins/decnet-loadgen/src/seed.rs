@@ -16,6 +16,11 @@ pub(crate) fn user_uuid(index: usize) -> String {
     format!("be0c4a11-0001-4000-8000-{index:012x}")
 }
 
+/// The id of bench topology `index`.
+pub(crate) fn topology_id(index: usize) -> String {
+    format!("be0c4a11-0002-4000-8000-{index:012x}")
+}
+
 /// The database name at the end of a `postgres://` URL (before any `?`).
 pub(crate) fn database_name(url: &str) -> Option<&str> {
     let rest = url
@@ -41,6 +46,8 @@ pub(crate) struct SeedOptions {
     pub(crate) attackers: usize,
     /// Users to create (role `viewer`).
     pub(crate) users: usize,
+    /// Topologies to create (status `active`).
+    pub(crate) topologies: usize,
 }
 
 /// Recreate (optionally), migrate and fill the benchmark database.
@@ -97,9 +104,18 @@ pub(crate) async fn seed(options: &SeedOptions) -> Result<()> {
         .await
         .with_context(|| format!("creating attacker {index}"))?;
     }
+    for index in 0..options.topologies {
+        repo.upsert_topology(
+            &topology_id(index),
+            &format!("bench-topology-{index}"),
+            "active",
+        )
+        .await
+        .with_context(|| format!("creating topology {index}"))?;
+    }
     eprintln!(
-        "seed: {} users and {} attackers in place",
-        options.users, options.attackers
+        "seed: {} users, {} attackers and {} topologies in place",
+        options.users, options.attackers, options.topologies
     );
     Ok(())
 }
@@ -112,6 +128,7 @@ mod tests {
     fn uuids_are_stable_and_distinct() {
         assert_eq!(attacker_uuid(255), "be0c4a11-0000-4000-8000-0000000000ff");
         assert_ne!(attacker_uuid(1), user_uuid(1));
+        assert_ne!(topology_id(1), attacker_uuid(1));
         assert_eq!(attacker_uuid(7).len(), 36);
     }
 

@@ -15,6 +15,12 @@ pub(crate) struct Summary {
     pub(crate) label: String,
     /// Load-generator processes merged into this summary.
     pub(crate) processes: u32,
+    /// The transport (`h1`, `h1-tls`, `h2`, `h2-mux`).
+    #[serde(default)]
+    pub(crate) transport: String,
+    /// The stream kind (`attacker`, `identities`, ...).
+    #[serde(default)]
+    pub(crate) kind: String,
     /// Streams asked for.
     pub(crate) streams_requested: u64,
     /// Streams that got `200` and a `text/event-stream` body.
@@ -51,13 +57,43 @@ pub(crate) struct Summary {
     pub(crate) server_idle: Option<ProcSample>,
     /// `(idle RSS - RSS before) / streams opened`, bytes.
     pub(crate) rss_per_stream_bytes: Option<f64>,
+    /// Server RSS read while the streams opened (every 250 ms, and the idle
+    /// reading last).
+    #[serde(default)]
+    pub(crate) rss_curve: Vec<RssPoint>,
     /// One entry per publishing step (empty for an idle run).
     pub(crate) steps: Vec<Step>,
+    /// The database's load while the streams were idle (`--count-db`).
+    #[serde(default)]
+    pub(crate) db_load: Option<DbLoad>,
     /// This load generator's own CPU seconds and RSS at the end.
     pub(crate) loadgen: Option<ProcSample>,
     /// Anything the reader should know (a barrier that timed out, ...).
     #[serde(default)]
     pub(crate) notes: Vec<String>,
+}
+
+/// Transactions the server's database committed or rolled back over a
+/// window (PostgreSQL's `pg_stat_database`; every statement of the
+/// service is a transaction of its own).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct DbLoad {
+    /// The database counted.
+    pub(crate) database: String,
+    /// Length of the window, seconds.
+    pub(crate) secs: f64,
+    /// `xact_commit + xact_rollback` over the window, the load generator's
+    /// own reading excluded.
+    pub(crate) transactions: u64,
+}
+
+/// One reading of the server's RSS while streams open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RssPoint {
+    /// Streams open at the reading.
+    pub(crate) streams: u64,
+    /// Server RSS, KiB.
+    pub(crate) rss_kib: u64,
 }
 
 /// One publishing step at a fixed rate.
@@ -100,8 +136,18 @@ pub(crate) struct Step {
     pub(crate) server_cpu_pct: Option<f64>,
     /// Server RSS at the end of the step, KiB.
     pub(crate) server_rss_kib: Option<u64>,
+    /// Load-generator CPU seconds (user + system) spent during the window.
+    #[serde(default)]
+    pub(crate) loadgen_cpu_secs: Option<f64>,
     /// Load-generator CPU use during the window, percent of one core.
     pub(crate) loadgen_cpu_pct: Option<f64>,
+    /// Server CPU per frame received: `server_cpu_secs / frames_received`,
+    /// microseconds.
+    #[serde(default)]
+    pub(crate) server_us_per_frame: Option<f64>,
+    /// Load-generator CPU per frame received, microseconds.
+    #[serde(default)]
+    pub(crate) loadgen_us_per_frame: Option<f64>,
     /// No loss and p99 within the limit given with `--p99-limit-ms`.
     pub(crate) clean: bool,
 }
@@ -116,6 +162,12 @@ impl Step {
             0.0
         };
         self.latency = self.histogram.stats();
+        let per_frame = |cpu: Option<f64>| {
+            cpu.filter(|_| self.frames_received > 0)
+                .map(|secs| secs * 1e6 / self.frames_received as f64)
+        };
+        self.server_us_per_frame = per_frame(self.server_cpu_secs);
+        self.loadgen_us_per_frame = per_frame(self.loadgen_cpu_secs);
         self.clean = self.frames_lost == 0
             && self.misrouted == 0
             && self.resyncs == 0
@@ -149,6 +201,11 @@ impl Summary {
     pub(crate) fn merge(parts: &[Summary], p99_limit_ms: f64) -> Summary {
         let mut merged = Summary {
             label: parts.first().map(|s| s.label.clone()).unwrap_or_default(),
+            transport: parts
+                .first()
+                .map(|s| s.transport.clone())
+                .unwrap_or_default(),
+            kind: parts.first().map(|s| s.kind.clone()).unwrap_or_default(),
             ..Summary::default()
         };
         let min_sample = |a: Option<ProcSample>, b: Option<ProcSample>| match (a, b) {
@@ -169,6 +226,9 @@ impl Summary {
                 *merged.failures.entry(reason.clone()).or_default() += n;
             }
             merged.notes.extend(part.notes.iter().cloned());
+            if merged.db_load.is_none() {
+                merged.db_load.clone_from(&part.db_load);
+            }
             merged.open_secs = merged.open_secs.max(part.open_secs);
             merged.open_rate_target += part.open_rate_target;
             merged.open_histogram.merge(&part.open_histogram);
@@ -204,10 +264,8 @@ impl Summary {
                 m.server_cpu_secs = max_f64(m.server_cpu_secs, step.server_cpu_secs);
                 m.server_cpu_pct = max_f64(m.server_cpu_pct, step.server_cpu_pct);
                 m.server_rss_kib = m.server_rss_kib.max(step.server_rss_kib);
-                m.loadgen_cpu_pct = match (m.loadgen_cpu_pct, step.loadgen_cpu_pct) {
-                    (Some(a), Some(b)) => Some(a + b),
-                    (a, b) => a.or(b),
-                };
+                m.loadgen_cpu_pct = add_f64(m.loadgen_cpu_pct, step.loadgen_cpu_pct);
+                m.loadgen_cpu_secs = add_f64(m.loadgen_cpu_secs, step.loadgen_cpu_secs);
             }
         }
         for step in &mut merged.steps {
@@ -223,6 +281,13 @@ impl Summary {
             .iter()
             .filter(|s| s.clean)
             .max_by(|a, b| a.delivered_per_sec.total_cmp(&b.delivered_per_sec))
+    }
+}
+
+fn add_f64(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, b) => a.or(b),
     }
 }
 
@@ -255,6 +320,7 @@ mod tests {
             window_secs: 1.0,
             histogram: histogram(&[1000, 2000, 3000]),
             server_cpu_secs: Some(0.5),
+            loadgen_cpu_secs: Some(0.25),
             ..Step::default()
         };
         step.finish(100.0);
@@ -288,6 +354,15 @@ mod tests {
         assert_eq!(s.steps[0].frames_lost, 5);
         assert!(!s.steps[0].clean, "loss is not clean");
         assert_eq!(s.steps[0].delivered_per_sec, 45.0);
+        // 0.5 s of server CPU over 45 frames; 0.25 s of the load generator's.
+        assert_eq!(
+            s.steps[0].server_us_per_frame.map(|v| v.round()),
+            Some(11_111.0)
+        );
+        assert_eq!(
+            s.steps[0].loadgen_us_per_frame.map(|v| v.round()),
+            Some(5_556.0)
+        );
         assert_eq!(s.open_latency.count, 4);
     }
 
@@ -312,6 +387,9 @@ mod tests {
         assert_eq!(step.latency.count, 6);
         assert_eq!(step.delivered_per_sec, 100.0);
         assert_eq!(step.server_cpu_secs, Some(0.5));
+        // The server is one process (highest reading); load generators add up.
+        assert_eq!(step.server_us_per_frame, Some(5_000.0));
+        assert_eq!(step.loadgen_us_per_frame, Some(5_000.0));
         assert!(step.clean);
         assert_eq!(m.highest_clean_step().map(|s| s.rate), Some(100.0));
     }
