@@ -213,11 +213,14 @@ async fn open(server: &TestServer, token: &str, query: &str) -> (SseStream, Valu
     (stream, stats, histogram)
 }
 
-/// Fast polls (DECNET's are 1 s apart), room for many streams.
+/// Fast polls and refreshes (DECNET's: 1 s apart, every 10 polls), room
+/// for many streams opened in a burst.
 fn fast_logs(settings: &mut decnet_api::settings::Settings) {
-    settings.logs.poll_every = Duration::from_millis(50);
+    settings.logs.poll_every = Duration::from_millis(20);
+    settings.logs.refresh_every = 5;
     settings.logs.state_file = None;
     settings.max_per_user = 64;
+    settings.app.open_burst = 64;
 }
 
 fn encode(text: &str) -> String {
@@ -276,7 +279,7 @@ pub(crate) async fn logs_stream_search(world: World) {
         .await;
         assert_eq!(got_histogram, histogram(want.iter().copied()), "{search}");
         if want.is_empty() {
-            // Nothing comes before the next refresh (10 polls later).
+            // Nothing comes before the next refresh (5 polls later).
             let (kind, data, _) = message(&mut stream).await;
             assert_eq!(kind, "stats", "{search}: no rows, got {data}");
         } else {

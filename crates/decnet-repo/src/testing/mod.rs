@@ -104,6 +104,17 @@ pub(crate) fn aware_text(at: DbTime) -> String {
 /// A [`RepositoryWriter`] over an engine's SQL.
 pub(crate) struct Seeder<S: Sql>(pub(crate) S);
 
+/// The columns the service reads from `table`, in DECNET's order
+/// ([`crate::REQUIRED_COLUMNS`]): the writer fills exactly those (and, for
+/// tables where DECNET requires more, its own lists below).
+fn required(table: &str) -> &'static [&'static str] {
+    crate::REQUIRED_COLUMNS
+        .iter()
+        .find(|(name, _)| *name == table)
+        .map(|(_, columns)| *columns)
+        .unwrap_or_else(|| panic!("{table} is not a table the service reads"))
+}
+
 const ATTACKER_COLS: &[&str] = &[
     "uuid",
     "ip",
@@ -125,84 +136,6 @@ const ATTACKER_COLS: &[&str] = &[
     "updated_at",
 ];
 
-const OBSERVATION_COLS: &[&str] = &[
-    "id",
-    "identity_ref",
-    "primitive",
-    "value",
-    "confidence",
-    "window_start_ts",
-    "window_end_ts",
-    "source",
-    "evidence_ref",
-    "envelope_v",
-    "ts",
-    "attacker_uuid",
-];
-
-const USER_COLS: &[&str] = &[
-    "uuid",
-    "username",
-    "password_hash",
-    "role",
-    "must_change_password",
-    "tokens_valid_from",
-];
-
-const IDENTITY_COLS: &[&str] = &[
-    "uuid",
-    "schema_version",
-    "campaign_id",
-    "first_seen_at",
-    "last_seen_at",
-    "created_at",
-    "updated_at",
-    "confidence",
-    "observation_count",
-    "ja3_hashes",
-    "hassh_hashes",
-    "ja4h_hashes",
-    "ja4_quic_hashes",
-    "http_versions_seen",
-    "tls_cert_sha256",
-    "ipv6_link_local_iids",
-    "payload_simhashes",
-    "c2_endpoints",
-    "kd_digraph_simhash",
-    "merged_into_uuid",
-    "notes",
-];
-
-const CAMPAIGN_COLS: &[&str] = &[
-    "uuid",
-    "schema_version",
-    "first_seen_at",
-    "last_seen_at",
-    "created_at",
-    "updated_at",
-    "confidence",
-    "identity_count",
-    "ja3_hashes",
-    "hassh_hashes",
-    "tls_cert_sha256",
-    "payload_simhashes",
-    "c2_endpoints",
-    "merged_into_uuid",
-    "notes",
-];
-
-const EVENT_COLS: &[&str] = &[
-    "uuid",
-    "ts",
-    "kind",
-    "protocol",
-    "action",
-    "src_decky_uuid",
-    "dst_decky_uuid",
-    "success",
-    "payload",
-];
-
 const TOPOLOGY_COLS: &[&str] = &[
     "id",
     "name",
@@ -215,17 +148,6 @@ const TOPOLOGY_COLS: &[&str] = &[
     "needs_resync",
     "email_personas",
     "language_default",
-];
-
-const MUTATION_COLS: &[&str] = &[
-    "id",
-    "topology_id",
-    "op",
-    "payload",
-    "state",
-    "requested_at",
-    "applied_at",
-    "reason",
 ];
 
 const DECKY_COLS: &[&str] = &[
@@ -321,7 +243,7 @@ impl<S: Sql> RepositoryWriter for Seeder<S> {
                     "DELETE FROM observations WHERE evidence_ref = ? AND primitive = ?".into(),
                     vec![text(&o.evidence_ref), text(&o.primitive)],
                 ),
-                (insert("observations", OBSERVATION_COLS), vals),
+                (insert("observations", required("observations")), vals),
             ])
             .await
         }
@@ -341,7 +263,7 @@ impl<S: Sql> RepositoryWriter for Seeder<S> {
             Val::Bool(u.must_change_password),
             Val::OptText(valid_from),
         ];
-        let sql = s.upsert("users", USER_COLS, "uuid");
+        let sql = s.upsert("users", required("users"), "uuid");
         async move {
             // MySQL's ON DUPLICATE KEY would update the other row.
             if s.exists(
@@ -449,7 +371,11 @@ impl<S: Sql> RepositoryWriter for Seeder<S> {
             opt(&i.merged_into_uuid),
             opt(&i.notes),
         ];
-        let sql = s.upsert("attacker_identities", IDENTITY_COLS, "uuid");
+        let sql = s.upsert(
+            "attacker_identities",
+            required("attacker_identities"),
+            "uuid",
+        );
         async move { s.exec(sql, vals).await.map(drop) }.boxed()
     }
 
@@ -473,7 +399,7 @@ impl<S: Sql> RepositoryWriter for Seeder<S> {
             opt(&c.merged_into_uuid),
             opt(&c.notes),
         ];
-        let sql = s.upsert("campaigns", CAMPAIGN_COLS, "uuid");
+        let sql = s.upsert("campaigns", required("campaigns"), "uuid");
         async move { s.exec(sql, vals).await.map(drop) }.boxed()
     }
 
@@ -491,9 +417,12 @@ impl<S: Sql> RepositoryWriter for Seeder<S> {
             text(&e.payload),
         ];
         async move {
-            s.exec(insert("orchestrator_events", EVENT_COLS), vals)
-                .await
-                .map(drop)
+            s.exec(
+                insert("orchestrator_events", required("orchestrator_events")),
+                vals,
+            )
+            .await
+            .map(drop)
         }
         .boxed()
     }
@@ -548,7 +477,7 @@ impl<S: Sql> RepositoryWriter for Seeder<S> {
             Val::OptText(m.applied_at.map(|at| s.time(at))),
             opt(&m.reason),
         ];
-        let sql = s.upsert("topology_mutations", MUTATION_COLS, "id");
+        let sql = s.upsert("topology_mutations", required("topology_mutations"), "id");
         async move { s.exec(sql, vals).await.map(drop) }.boxed()
     }
 
