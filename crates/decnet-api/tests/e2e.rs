@@ -16,7 +16,9 @@
 //!
 //! The stream kinds other than the attacker's (identities, campaigns,
 //! orchestrator, topology, `/stream`) and the mixed-kind cap run on memory,
-//! `unix` + SQLite, `unix` + MySQL and PostgreSQL + NATS; what only one
+//! `unix` + SQLite, `unix` + MySQL and PostgreSQL + NATS (a private
+//! `nats-server`: on a shared one the firehose kinds get every other
+//! publisher's events); what only one
 //! engine has (a SQLite writer holding a write transaction, a private
 //! MariaDB restarted) runs on its pair.
 //!
@@ -64,11 +66,28 @@ macro_rules! all_cases {
     };
 }
 
+/// [`matrix!`] on a broker of the test's own (a private `nats-server` or
+/// `redis-server`; the `unix` pairs have their own anyway): for the
+/// firehose kinds, which on a shared broker would get every other
+/// publisher's events.
+macro_rules! private_bus_matrix {
+    ($backend:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                if let Some((_broker, world)) = crate::cases::PrivateBroker::world($backend).await {
+                    crate::cases::$case(world).await;
+                }
+            }
+        )*
+    };
+}
+
 /// The stream kinds beyond the attacker's, seeded through the world's
-/// repository writer.
+/// repository writer (`$matrix`: [`matrix!`] or [`private_bus_matrix!`]).
 macro_rules! kind_cases {
-    ($backend:expr) => {
-        matrix!(
+    ($matrix:ident, $backend:expr) => {
+        $matrix!(
             $backend;
             identities_stream,
             campaigns_stream,
@@ -93,7 +112,7 @@ mod memory {
     }
 
     matrix!(Backend::Memory; open_rate_limit);
-    kind_cases!(Backend::Memory);
+    kind_cases!(matrix, Backend::Memory);
 }
 
 /// DECNET's UNIX-socket bus (a broker of the test's own) and a SQLite file
@@ -102,7 +121,7 @@ mod unix_sqlite {
     use crate::common::Backend;
 
     all_cases!(Backend::UnixSqlite);
-    kind_cases!(Backend::UnixSqlite);
+    kind_cases!(matrix, Backend::UnixSqlite);
     matrix!(
         Backend::UnixSqlite;
         sqlite_busy_writer,
@@ -121,7 +140,7 @@ mod svc_mysql {
         use crate::common::Backend;
 
         all_cases!(Backend::UnixMysql);
-        kind_cases!(Backend::UnixMysql);
+        kind_cases!(matrix, Backend::UnixMysql);
         matrix!(Backend::UnixMysql; bus_restart_with_every_kind_open);
 
         #[tokio::test]
@@ -142,7 +161,7 @@ mod svc_postgres {
         use crate::common::Backend;
 
         all_cases!(Backend::PgNats);
-        kind_cases!(Backend::PgNats);
+        kind_cases!(private_bus_matrix, Backend::PgNats);
 
         #[tokio::test]
         async fn broker_restart() {
