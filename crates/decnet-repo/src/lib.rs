@@ -24,6 +24,10 @@
 //! and only the binary names a concrete backend. An embedder's own data
 //! layer implements the reader a consumer needs and nothing else.
 //!
+//! Test suites of this workspace create DECNET-schema SQLite files and MySQL
+//! databases, and write rows into them, with `testing` (feature `testing`,
+//! with `sqlite` and/or `mysql`); nothing in production uses it.
+//!
 //! Errors: every operation returns [`RepoError`]. A caller that only needs to
 //! know whether to answer 503 asks [`RepoError::is_unavailable`].
 
@@ -46,6 +50,8 @@ mod sqlite;
 mod sqlx_reads;
 #[cfg(any(feature = "sqlite", feature = "mysql"))]
 mod sqlx_support;
+#[cfg(all(feature = "testing", any(feature = "sqlite", feature = "mysql")))]
+pub mod testing;
 mod traits;
 
 pub use datetime::{DbTime, DbTimeError};

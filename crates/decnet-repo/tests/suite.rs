@@ -1938,7 +1938,7 @@ mod sqlite_only {
         writer.execute(INSERT_LOG).await.unwrap();
         writer.execute(INSERT_LOG).await.unwrap();
 
-        let reader = repo(&file.0, Duration::from_secs(5));
+        let reader = repo(file.path(), Duration::from_secs(5));
         let started = Instant::now();
         assert_eq!(reader.max_log_id().await.unwrap(), 1);
         let rows = reader
@@ -1972,13 +1972,13 @@ mod sqlite_only {
             .await
             .unwrap();
         pool.close().await;
-        let mut wal = file.0.clone().into_os_string();
+        let mut wal = file.path().to_path_buf().into_os_string();
         wal.push("-wal");
         assert!(
             !std::path::Path::new(&wal).exists(),
             "the writer's close removed the WAL"
         );
-        let reader = repo(&file.0, Duration::from_secs(5));
+        let reader = repo(file.path(), Duration::from_secs(5));
         assert_eq!(reader.max_log_id().await.unwrap(), 1);
         reader.check_schema().await.unwrap();
         drop(file);
@@ -1994,7 +1994,7 @@ mod sqlite_only {
         // A reserved lock (BEGIN IMMEDIATE) does not stop readers.
         writer.execute("BEGIN IMMEDIATE").await.unwrap();
         writer.execute(INSERT_LOG).await.unwrap();
-        let reader = repo(&file.0, Duration::from_secs(5));
+        let reader = repo(file.path(), Duration::from_secs(5));
         assert_eq!(reader.max_log_id().await.unwrap(), 0);
         writer.execute("COMMIT").await.unwrap();
 
@@ -2024,7 +2024,7 @@ mod sqlite_only {
         let mut writer = pool.acquire().await.unwrap();
         writer.execute("BEGIN EXCLUSIVE").await.unwrap();
         writer.execute(INSERT_LOG).await.unwrap();
-        let reader = repo(&file.0, Duration::from_millis(200));
+        let reader = repo(file.path(), Duration::from_millis(200));
         let started = Instant::now();
         let err = reader.max_log_id().await;
         assert!(matches!(err, Err(RepoError::Unavailable(_))), "{err:?}");
@@ -2037,7 +2037,7 @@ mod sqlite_only {
         let bounded = SqliteRepository::connect(SqliteConfig {
             busy_timeout: Duration::from_secs(30),
             call_timeout: Duration::from_millis(300),
-            ..SqliteConfig::new(&file.0)
+            ..SqliteConfig::new(file.path())
         })
         .unwrap();
         let started = Instant::now();
@@ -2056,7 +2056,7 @@ mod sqlite_only {
     #[tokio::test]
     async fn missing_file_is_unavailable_fast_and_never_created() {
         let file = temp_path();
-        let reader = repo(&file.0, Duration::from_secs(5));
+        let reader = repo(file.path(), Duration::from_secs(5));
         let started = Instant::now();
         let results = [
             reader.ping().await.map(drop),
@@ -2076,7 +2076,7 @@ mod sqlite_only {
             "{:?}",
             started.elapsed()
         );
-        assert!(!file.0.exists(), "a reader must not create the file");
+        assert!(!file.path().exists(), "a reader must not create the file");
     }
 
     /// The connections are read-only: the file's journal mode is left as
@@ -2084,7 +2084,7 @@ mod sqlite_only {
     #[tokio::test]
     async fn reader_never_writes() {
         let (file, pool) = create(true).await;
-        let reader = repo(&file.0, Duration::from_secs(5));
+        let reader = repo(file.path(), Duration::from_secs(5));
         reader.ping().await.unwrap();
         let mut conn = pool.acquire().await.unwrap();
         let mode: String = query_scalar("PRAGMA journal_mode")
@@ -2095,7 +2095,7 @@ mod sqlite_only {
         drop(conn);
         // The same options the repository uses refuse a write.
         let options = sqlx_sqlite::SqliteConnectOptions::new()
-            .filename(&file.0)
+            .filename(file.path())
             .read_only(true)
             .pragma("query_only", "ON");
         let mut ro = sqlx_sqlite::SqliteConnection::connect_with(&options)
@@ -2108,7 +2108,7 @@ mod sqlite_only {
     #[tokio::test]
     async fn check_schema_names_what_is_missing() {
         let (file, pool) = create(true).await;
-        let reader = Arc::new(repo(&file.0, Duration::from_secs(5)));
+        let reader = Arc::new(repo(file.path(), Duration::from_secs(5)));
         reader.check_schema().await.unwrap();
         let mut conn = pool.acquire().await.unwrap();
         conn.execute(
@@ -2133,14 +2133,16 @@ mod sqlite_only {
         }
         // An empty file (no tables) lacks everything.
         let empty = temp_path();
-        let pool = crate::backends::sqlite::writer_pool(&empty.0, true);
+        let pool = crate::backends::sqlite::writer_pool(empty.path(), true);
         pool.acquire()
             .await
             .unwrap()
             .execute("VACUUM")
             .await
             .unwrap();
-        let err = repo(&empty.0, Duration::from_secs(5)).check_schema().await;
+        let err = repo(empty.path(), Duration::from_secs(5))
+            .check_schema()
+            .await;
         assert!(
             matches!(&err, Err(RepoError::Schema(m)) if m.missing.len() == decnet_repo::REQUIRED_COLUMNS.len()),
             "{err:?}"
@@ -2167,7 +2169,7 @@ mod sqlite_only {
         )
         .await
         .unwrap();
-        let reader = repo(&file.0, Duration::from_secs(5));
+        let reader = repo(file.path(), Duration::from_secs(5));
         let snapshot = reader.topology_snapshot("t").await.unwrap().unwrap();
         let applied = snapshot.in_flight[0].applied_at.unwrap();
         assert_eq!(applied.to_string(), "2026-06-20T12:00:05Z");

@@ -1,17 +1,21 @@
-//! Private `nats-server` / `redis-server` processes for tests that kill or
-//! restart a broker (never the shared ones).
+//! Private `nats-server` / `redis-server` / `mariadbd` processes for tests
+//! that kill or restart a broker or a database (never the shared ones).
 //!
 //! Each server listens on 127.0.0.1 on a [`crate::free_port`], is killed
 //! with SIGKILL on [`NatsServer::kill`] / drop, and can be restarted on the
-//! same port. Both run on [`crate::process::ChildProcess`]. Use them only inside `svc_nats` / `svc_redis` tests, after
-//! [`crate::require_service!`], so the same skip policy applies.
+//! same port (MariaDB on the same data directory too). All run on
+//! [`crate::process::ChildProcess`]. Use them only inside `svc_nats` /
+//! `svc_redis` / `svc_mysql` tests, after [`crate::require_service!`], so
+//! the same skip policy applies.
 //!
 //! Binaries: `$DECNET_TEST_NATS_SERVER_BIN` or `/usr/sbin/nats-server` or
 //! `nats-server` on `PATH`; `$DECNET_TEST_REDIS_SERVER_BIN` or
-//! `redis-server` on `PATH`.
+//! `redis-server` on `PATH`; `$DECNET_TEST_MARIADBD_BIN` or
+//! `/usr/sbin/mariadbd` or `mariadbd` on `PATH`, with
+//! `$DECNET_TEST_MARIADB_INSTALL_DB_BIN` or `mariadb-install-db` beside it.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -20,11 +24,15 @@ use crate::process::{ChildProcess, Output, WaitError};
 /// How long a start or restart may take before the fixture gives up.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// MariaDB's: crash recovery after a SIGKILL, on a loaded machine.
+const MARIADB_START_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// One private server process on a fixed port.
 struct Process {
     program: String,
     args: Vec<String>,
     port: u16,
+    start_timeout: Duration,
     child: Option<ChildProcess>,
 }
 
@@ -34,6 +42,7 @@ impl Process {
             program,
             args,
             port,
+            start_timeout: START_TIMEOUT,
             child: None,
         }
     }
@@ -41,7 +50,7 @@ impl Process {
     /// Spawn and wait until the port accepts; retries while the port is
     /// still held (e.g. just after a kill: the new process exits at once).
     fn start(&mut self) {
-        let deadline = Instant::now() + START_TIMEOUT;
+        let deadline = Instant::now() + self.start_timeout;
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         loop {
             let mut command = Command::new(&self.program);
@@ -230,5 +239,116 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.process.kill();
         self.process.start();
+    }
+}
+
+/// A private MariaDB server (`mariadbd`) on its own port and its own
+/// temporary data directory (made with `mariadb-install-db`; root, no
+/// password, over TCP), removed on drop. [`MariadbServer::kill`] is a crash
+/// (SIGKILL); [`MariadbServer::restart`] starts it again on the same port and
+/// data directory, so databases made before survive (InnoDB recovers).
+pub struct MariadbServer {
+    process: Process,
+    dir: PathBuf,
+}
+
+impl MariadbServer {
+    /// Initialise a data directory and start `mariadbd` on a free port.
+    ///
+    /// # Panics
+    ///
+    /// When a binary cannot be run, the data directory cannot be
+    /// initialised, or the server does not listen within 30 s.
+    pub fn start() -> MariadbServer {
+        let program = find_binary(
+            "DECNET_TEST_MARIADBD_BIN",
+            &["/usr/sbin/mariadbd", "/usr/bin/mariadbd", "mariadbd"],
+        );
+        let install = find_binary(
+            "DECNET_TEST_MARIADB_INSTALL_DB_BIN",
+            &["/usr/bin/mariadb-install-db", "mariadb-install-db"],
+        );
+        let dir = std::env::temp_dir().join(format!("decnet-mariadb-{}", crate::unique_suffix()));
+        let data = dir.join("data");
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|err| panic!("create {}: {err}", dir.display()));
+        // mariadbd refuses to run as root without `--user=root`.
+        let as_root = std::fs::metadata("/proc/self").is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid() == 0
+        });
+        let user: Vec<String> = if as_root {
+            vec!["--user=root".to_owned()]
+        } else {
+            Vec::new()
+        };
+        let mut command = Command::new(&install);
+        command
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+            .args(&user);
+        let mut child = ChildProcess::spawn(&install, &mut command, Output::Null, Output::Capture)
+            .unwrap_or_else(|err| panic!("{err}"));
+        match child.wait_timeout(MARIADB_START_TIMEOUT) {
+            Some(status) if status.success() => {}
+            other => {
+                let _ = std::fs::remove_dir_all(&dir);
+                panic!(
+                    "{install} failed ({other:?}): {}",
+                    child.stderr().lines().last().unwrap_or_default()
+                );
+            }
+        }
+        let port = crate::free_port();
+        let mut args = vec![
+            "--no-defaults".to_owned(),
+            format!("--datadir={}", data.display()),
+            format!("--port={port}"),
+            "--bind-address=127.0.0.1".to_owned(),
+            format!("--socket={}", dir.join("mysqld.sock").display()),
+            format!("--pid-file={}", dir.join("mysqld.pid").display()),
+            format!("--log-error={}", dir.join("error.log").display()),
+            "--skip-log-bin".to_owned(),
+            "--innodb-buffer-pool-size=16M".to_owned(),
+        ];
+        args.extend(user);
+        let mut process = Process::new(program, args, port);
+        process.start_timeout = MARIADB_START_TIMEOUT;
+        let mut server = MariadbServer { process, dir };
+        server.process.start();
+        server
+    }
+
+    /// `mysql://root@127.0.0.1:<port>` (no database: tests make their own).
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.process.port)
+    }
+
+    /// The port it listens on (kept across restarts).
+    pub fn port(&self) -> u16 {
+        self.process.port
+    }
+
+    /// SIGKILL the server and reap it (no-op when already killed).
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Kill (if running) and start again on the same port and data directory.
+    ///
+    /// # Panics
+    ///
+    /// When it cannot listen on the port again within 30 s.
+    pub fn restart(&mut self) {
+        self.process.kill();
+        self.process.start();
+    }
+}
+
+impl Drop for MariadbServer {
+    fn drop(&mut self) {
+        self.process.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -1,9 +1,11 @@
 //! The harness of the in-process end-to-end suite.
 //!
 //! What it is: a [`World`] per test (its own repository: a fresh PostgreSQL
-//! schema or a memory repository; a publisher on its bus: the shared NATS or
-//! Redis, or a memory bus of its own; a JWT secret; a Redis key prefix; a
-//! clock that follows Tokio's), and [`TestServer`]s built in it the way
+//! schema, a SQLite file or a MySQL database with DECNET's schema
+//! (`decnet_repo::testing`), or a memory repository; a publisher on its
+//! bus: the shared NATS or Redis, a DECNET broker stand-in of its own
+//! (`TestBroker`, in a temp directory), or a memory bus of its own; a JWT
+//! secret; a Redis key prefix; a clock that follows Tokio's), and [`TestServer`]s built in it the way
 //! `bins/decnet-events` builds its application (repository, bus, ticket
 //! store, verifier, `StreamHub::start(bus, decnet_kinds(&repo), hub)`,
 //! `App::new`, `decnet_api::serve` on a listener bound to 127.0.0.1:0),
@@ -15,6 +17,12 @@
 //! that parallel tests publish on a shared bus never reach each other's
 //! streams; Redis tickets live under a prefix of the test's own.
 //!
+//! DECNET's broker stamps every event itself (a fresh `id` and `ts`), so on
+//! the `unix` pairs a frame is matched to the event a test published by its
+//! topic, type and payload, and the broker's id is remembered
+//! ([`is_frame_of`], [`wire_id`]): cases compare and resume with the id the
+//! stream carries.
+//!
 //! Time: [`World::advance`] moves Tokio's clock (paused for the jump only,
 //! so no real I/O ever waits on a paused clock) and the verifier's clock
 //! with it, so a token or a ticket can expire without a real wait. Every
@@ -22,7 +30,10 @@
 
 #![allow(dead_code, reason = "not every helper is used by every case")]
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -33,13 +44,15 @@ use decnet_auth::{
     TokenVerifier, VerifierConfig,
 };
 use decnet_bus::{Bus, BusConfig, BusKind, Event};
+use decnet_repo::testing::{MysqlTestDb, SqliteTestDb};
 use decnet_repo::{
-    Attacker, MemoryRepository, Observation, PgConfig, PgRepository, Repository, RepositoryWriter,
-    User,
+    Attacker, DbTime, MemoryRepository, Observation, PgConfig, PgRepository, Repository,
+    RepositoryWriter, User,
 };
 use decnet_stream::StreamHub;
 use serde_json::{Map, Value, json};
 use test_support::Service;
+use test_support::decnet_broker::TestBroker;
 use test_support::http::{self, ITEM_TIMEOUT, Next, Response, SseStream, TICKET_PATH};
 use test_support::pg::{self, SchemaGuard};
 
@@ -62,6 +75,13 @@ pub(crate) enum Backend {
     PgNats,
     /// PostgreSQL, Redis bus, Redis tickets.
     PgRedis,
+    /// DECNET's UNIX-socket bus (a `TestBroker` of the test's own) and a
+    /// SQLite file with DECNET's schema in WAL mode; memory tickets. No
+    /// service needed.
+    UnixSqlite,
+    /// DECNET's UNIX-socket bus (a `TestBroker`) and a database of the
+    /// test's own with DECNET's schema on the shared MariaDB; memory tickets.
+    UnixMysql,
 }
 
 impl Backend {
@@ -71,13 +91,20 @@ impl Backend {
             Backend::Memory => "memory",
             Backend::PgNats => "nats",
             Backend::PgRedis => "redis",
+            Backend::UnixSqlite | Backend::UnixMysql => "unix",
         }
+    }
+
+    /// Whether the bus stamps events itself (DECNET's broker: a fresh `id`
+    /// and `ts` per event).
+    pub(crate) fn restamps(self) -> bool {
+        matches!(self, Backend::UnixSqlite | Backend::UnixMysql)
     }
 
     /// The real bus service this pair needs.
     fn bus_service(self) -> Option<Service> {
         match self {
-            Backend::Memory => None,
+            Backend::Memory | Backend::UnixSqlite | Backend::UnixMysql => None,
             Backend::PgNats => Some(Service::Nats),
             Backend::PgRedis => Some(Service::Redis),
         }
@@ -88,10 +115,15 @@ impl Backend {
         self == Backend::PgRedis
     }
 
-    /// The bus config for a real bus at `url`.
+    /// The bus config for a real bus at `url` (the socket path on `unix`).
     fn bus_config(self, url: &str) -> Option<BusConfig> {
         match self {
             Backend::Memory => None,
+            Backend::UnixSqlite | Backend::UnixMysql => Some(BusConfig {
+                kind: BusKind::Unix,
+                socket_path: Some(PathBuf::from(url)),
+                ..BusConfig::default()
+            }),
             Backend::PgNats => Some(BusConfig {
                 kind: BusKind::Nats,
                 nats_url: Some(url.to_owned()),
@@ -231,8 +263,58 @@ pub(crate) async fn publish(bus: &Bus, event: &Event) {
         .unwrap_or_else(|e| panic!("publish on {}: {e}", event.topic));
 }
 
+thread_local! {
+    /// Whether this test's bus restamps events (set by [`World`]; a
+    /// current-thread runtime runs the whole test on this thread).
+    static RESTAMPING: Cell<bool> = const { Cell::new(false) };
+    /// Published id -> the id the broker gave the event, learnt from the
+    /// first frame matched to it.
+    static STAMPS: RefCell<HashMap<String, String>> = RefCell::default();
+}
+
+/// Whether `frame` carries `event`: the same id; on a restamping bus
+/// (DECNET's broker), the broker's id once learnt, else the same topic, type
+/// and payload (and the broker's id is then remembered for `event`).
+pub(crate) fn is_frame_of(frame: &decnet_sse::Event, event: &Event) -> bool {
+    if frame.id == event.id {
+        return true;
+    }
+    if !RESTAMPING.get() {
+        return false;
+    }
+    if let Some(id) = STAMPS.with_borrow(|stamps| stamps.get(&event.id).cloned()) {
+        return id == frame.id;
+    }
+    let Ok(data) = serde_json::from_str::<Value>(&frame.data) else {
+        return false;
+    };
+    let same = data["topic"] == event.topic.as_str()
+        && data["type"] == event.event_type.as_str()
+        && data["payload"] == Value::Object(event.payload.clone());
+    if same {
+        STAMPS.with_borrow_mut(|stamps| stamps.insert(event.id.clone(), frame.id.clone()));
+    }
+    same
+}
+
+/// The id a stream's frame carries for `event`: its own, or on a restamping
+/// bus the broker's (known once a frame of it was matched).
+///
+/// # Panics
+///
+/// On a restamping bus, when no frame of `event` was matched yet.
+#[track_caller]
+pub(crate) fn wire_id(event: &Event) -> String {
+    if !RESTAMPING.get() {
+        return event.id.clone();
+    }
+    STAMPS
+        .with_borrow(|stamps| stamps.get(&event.id).cloned())
+        .unwrap_or_else(|| panic!("no frame of {} ({}) seen yet", event.topic, event.id))
+}
+
 /// Assert `frame` is the live frame of `event` named `name`: `id` = event
-/// id, data exactly `{"topic","type","ts","payload"}`.
+/// id ([`is_frame_of`]), data exactly `{"topic","type","ts","payload"}`.
 #[track_caller]
 pub(crate) fn assert_live_frame(frame: &decnet_sse::Event, event: &Event, name: &str) {
     assert_eq!(
@@ -240,7 +322,12 @@ pub(crate) fn assert_live_frame(frame: &decnet_sse::Event, event: &Event, name: 
         "event name of {}: {frame:?}",
         event.topic
     );
-    assert_eq!(frame.id, event.id, "id of {}: {frame:?}", event.topic);
+    assert!(
+        is_frame_of(frame, event),
+        "id of {} ({}): {frame:?}",
+        event.topic,
+        event.id
+    );
     let data = object(serde_json::from_str(&frame.data).expect("live data is JSON"));
     let mut keys: Vec<&str> = data.keys().map(String::as_str).collect();
     keys.sort_unstable();
@@ -249,17 +336,20 @@ pub(crate) fn assert_live_frame(frame: &decnet_sse::Event, event: &Event, name: 
     assert_eq!(data["type"], event.event_type.as_str());
     assert_eq!(data["payload"], Value::Object(event.payload.clone()));
     let ts = data["ts"].as_f64().expect("ts is a number");
-    assert!((ts - event.ts).abs() < 1e-3, "ts {ts} vs {}", event.ts);
+    // DECNET's broker stamps its own time, a moment after the publisher's.
+    let within = if RESTAMPING.get() { 30.0 } else { 1e-3 };
+    assert!((ts - event.ts).abs() < within, "ts {ts} vs {}", event.ts);
 }
 
 /// Publish `event` and return the stream's next event, which must be it.
 pub(crate) async fn deliver(bus: &Bus, stream: &mut SseStream, event: &Event) -> decnet_sse::Event {
     publish(bus, event).await;
     let frame = stream.next_event(ITEM_TIMEOUT).await;
-    assert_eq!(
-        frame.id, event.id,
+    assert!(
+        is_frame_of(&frame, event),
         "expected the frame of {} ({}), got {frame:?}",
-        event.topic, event.id
+        event.topic,
+        event.id
     );
     frame
 }
@@ -285,7 +375,7 @@ pub(crate) async fn deliver_eventually(
             let left = attempt_end.saturating_duration_since(tokio::time::Instant::now());
             match stream.try_next(left).await {
                 Next::Item(Decoded::Event(frame)) => {
-                    if let Some(event) = sent.iter().find(|e| e.id == frame.id) {
+                    if let Some(event) = sent.iter().find(|e| is_frame_of(&frame, e)) {
                         return (event.clone(), frame);
                     }
                     panic!("unexpected frame while waiting for delivery: {frame:?}");
@@ -350,6 +440,10 @@ enum Store {
         url: String,
         schema: String,
     },
+    /// A SQLite file with DECNET's schema (removed with the world).
+    Sqlite(SqliteTestDb),
+    /// A MySQL database with DECNET's schema (dropped with the world).
+    Mysql(MysqlTestDb),
     /// Nothing answers: a memory repository switched off, or PostgreSQL on
     /// a port nobody listens on.
     Unreachable(Option<Arc<MemoryRepository>>),
@@ -376,6 +470,8 @@ pub(crate) struct World {
     pub(crate) bus_url: Option<String>,
     /// The Redis key prefix of this world's tickets.
     pub(crate) redis_prefix: String,
+    /// The world's own DECNET broker stand-in (`unix` pairs).
+    pub(crate) broker: Option<TestBroker>,
     store: Store,
     // Last: dropped after everything holding connections into the schema.
     _schema: Option<SchemaGuard>,
@@ -385,11 +481,60 @@ impl World {
     /// The world of one test on `backend`, or `None` (skipped) when a
     /// service it needs is not configured (a failure instead under `CI`).
     pub(crate) async fn new(backend: Backend) -> Option<World> {
-        let bus_url = match backend.bus_service() {
-            Some(service) => Some(test_support::service_url(service)?),
-            None => None,
-        };
-        World::with_bus(backend, bus_url).await
+        match backend {
+            Backend::UnixMysql => {
+                let server = test_support::service_url(Service::Mysql)?;
+                Some(World::unix_mysql(&server).await)
+            }
+            _ => {
+                let bus_url = match backend.bus_service() {
+                    Some(service) => Some(test_support::service_url(service)?),
+                    None => None,
+                };
+                World::with_bus(backend, bus_url).await
+            }
+        }
+    }
+
+    /// The world of a `UnixMysql` test whose database lives on the MySQL
+    /// server at `server` (a private one for the restart test).
+    pub(crate) async fn unix_mysql(server: &str) -> World {
+        let db = MysqlTestDb::create(server).await;
+        World::unix(Backend::UnixMysql, db.writer(), Store::Mysql(db)).await
+    }
+
+    /// A `unix` world: a broker of its own, a publisher on it.
+    async fn unix(backend: Backend, writer: Arc<dyn RepositoryWriter>, store: Store) -> World {
+        RESTAMPING.set(true);
+        let broker = TestBroker::start_in_temp_dir()
+            .await
+            .expect("start the DECNET broker stand-in");
+        let bus_url = broker.path().display().to_string();
+        let config = backend.bus_config(&bus_url).expect("unix bus");
+        let bus = Bus::connect(&config)
+            .await
+            .unwrap_or_else(|e| panic!("connect the unix publisher: {e}"));
+        World {
+            backend,
+            secret: format!("e2e-{}", new_uuid()),
+            clock: TestClock::new(),
+            writer,
+            bus,
+            bus_url: Some(bus_url),
+            redis_prefix: format!("decnet-e2e-{}:", test_support::unique_suffix()),
+            broker: Some(broker),
+            store,
+            _schema: None,
+        }
+    }
+
+    /// The world's broker (`unix` pairs).
+    ///
+    /// # Panics
+    ///
+    /// On the other pairs.
+    pub(crate) fn broker(&mut self) -> &mut TestBroker {
+        self.broker.as_mut().expect("a unix world has a broker")
     }
 
     /// The world of one test on `backend` with its bus at `bus_url` (a
@@ -409,9 +554,18 @@ impl World {
                     bus: Bus::memory(),
                     bus_url: None,
                     redis_prefix,
+                    broker: None,
                     store: Store::Memory(memory),
                     _schema: None,
                 })
+            }
+            Backend::UnixSqlite => {
+                let db = SqliteTestDb::create(true).await;
+                Some(World::unix(backend, db.writer(), Store::Sqlite(db)).await)
+            }
+            Backend::UnixMysql => {
+                let server = test_support::service_url(Service::Mysql)?;
+                Some(World::unix_mysql(&server).await)
             }
             Backend::PgNats | Backend::PgRedis => {
                 let url = test_support::service_url(Service::Postgres)?;
@@ -432,6 +586,7 @@ impl World {
                     bus,
                     bus_url: Some(bus_url),
                     redis_prefix,
+                    broker: None,
                     store: Store::Postgres { url, schema },
                     _schema: Some(guard),
                 })
@@ -462,6 +617,7 @@ impl World {
             bus,
             bus_url,
             redis_prefix: format!("decnet-e2e-{}:", test_support::unique_suffix()),
+            broker: None,
             store: Store::Unreachable((backend == Backend::Memory).then_some(down)),
             _schema: None,
         })
@@ -473,6 +629,8 @@ impl World {
         match &self.store {
             Store::Memory(memory) => memory.clone(),
             Store::Postgres { url, schema } => Arc::new(pg_repository(url, schema)),
+            Store::Sqlite(db) => Arc::new(db.repository()),
+            Store::Mysql(db) => Arc::new(db.repository()),
             Store::Unreachable(Some(memory)) => memory.clone(),
             Store::Unreachable(None) => Arc::new(
                 PgRepository::connect(PgConfig::new(UNREACHABLE_DATABASE_URL))
@@ -485,7 +643,30 @@ impl World {
     pub(crate) fn memory(&self) -> Option<&MemoryRepository> {
         match &self.store {
             Store::Memory(memory) => Some(memory),
-            Store::Postgres { .. } | Store::Unreachable(_) => None,
+            Store::Postgres { .. } | Store::Sqlite(_) | Store::Mysql(_) | Store::Unreachable(_) => {
+                None
+            }
+        }
+    }
+
+    /// What the world's engine gives back for a datetime it was given:
+    /// MySQL's `DATETIME` keeps no fraction (MariaDB truncates); the others
+    /// keep it.
+    pub(crate) fn stored(&self, at: DbTime) -> DbTime {
+        match self.backend {
+            Backend::UnixMysql => {
+                DbTime::from_unix_micros(at.unix_micros().div_euclid(1_000_000) * 1_000_000)
+                    .unwrap_or(at)
+            }
+            _ => at,
+        }
+    }
+
+    /// The SQLite file (`UnixSqlite` only).
+    pub(crate) fn sqlite(&self) -> Option<&SqliteTestDb> {
+        match &self.store {
+            Store::Sqlite(db) => Some(db),
+            _ => None,
         }
     }
 
