@@ -260,8 +260,8 @@ fn service(
     })
 }
 
-/// Serve one accepted socket: the TLS handshake when configured (bounded by
-/// the header timeout), then HTTP/2 or HTTP/1.1, under the watchdogs.
+/// Serve one accepted socket: plain HTTP/1.1, or HTTPS (see [`tls_connection`])
+/// under the watchdogs.
 async fn connection(
     served: Arc<Served>,
     stream: TcpStream,
@@ -280,6 +280,24 @@ async fn connection(
         run_connection(watcher.watch(conn), ctx, config, held).await;
         return;
     };
+    // Boxed: the TLS state and HTTP/2 connection are far larger than a plain
+    // HTTP/1.1 connection, and a spawned task is as large as its largest
+    // state; inline, every plain connection would carry their size.
+    Box::pin(tls_connection(&served, tls, io, ctx, peer, watcher, held)).await;
+}
+
+/// One HTTPS connection: the TLS handshake (bounded by the header timeout),
+/// then HTTP/2 or HTTP/1.1 as ALPN decides.
+async fn tls_connection(
+    served: &Served,
+    tls: &Tls,
+    io: ProgressIo,
+    ctx: Arc<ConnCtx>,
+    peer: SocketAddr,
+    watcher: Watcher,
+    held: Held,
+) {
+    let config = &served.config;
     let handshake =
         tokio::time::timeout(config.header_read_timeout, tls.acceptor().accept(io)).await;
     let tls_stream = match handshake {
