@@ -13,7 +13,7 @@ use hyper_util::server::graceful::Watcher;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::app::App;
-use crate::conn::{ConnCtx, ProgressIo};
+use crate::conn::{ConnCtx, Gated, ProgressIo};
 use crate::tls::Tls;
 
 /// Connection-level settings of [`serve`].
@@ -328,24 +328,39 @@ async fn tls_connection(
     }
 }
 
+/// What ended a connection from outside hyper.
+enum Watchdog {
+    Stalled,
+    SessionEnded(decnet_stream::SessionEnd),
+}
+
 /// One connection under its watchdogs; dropping the connection future closes
-/// the socket.
+/// the socket. The watchdogs are [`Gated`]: polled when their own timers or
+/// notifications fire, not on every frame the connection writes.
 async fn run_connection<C>(connection: C, ctx: Arc<ConnCtx>, config: &ServeConfig, _held: Held)
 where
     C: Future<Output = Result<(), hyper::Error>>,
 {
     tokio::pin!(connection);
+    let watchdogs = Gated::new(async {
+        tokio::select! {
+            () = ctx.write_stalled(config.write_timeout) => Watchdog::Stalled,
+            why = ctx.session_ended(config.session_end_grace) => Watchdog::SessionEnded(why),
+        }
+    });
     tokio::select! {
         result = &mut connection => {
             if let Err(error) = result {
                 tracing::debug!(%error, "connection ended with an error");
             }
         }
-        () = ctx.write_stalled(config.write_timeout) => {
-            tracing::info!(timeout = ?config.write_timeout, "connection dropped: no write progress");
-        }
-        why = ctx.session_ended(config.session_end_grace) => {
-            tracing::info!(?why, "connection dropped: a stream's session ended and the client did not read it out");
-        }
+        fired = watchdogs => match fired {
+            Watchdog::Stalled => {
+                tracing::info!(timeout = ?config.write_timeout, "connection dropped: no write progress");
+            }
+            Watchdog::SessionEnded(why) => {
+                tracing::info!(?why, "connection dropped: a stream's session ended and the client did not read it out");
+            }
+        },
     }
 }
