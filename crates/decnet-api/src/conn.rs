@@ -19,10 +19,11 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use decnet_stream::{SessionEnd, SessionWatch};
+use futures::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -233,6 +234,65 @@ impl ConnCtx {
     }
 }
 
+/// Whether a [`Gated`] future's own waker fired, and the task to wake.
+#[derive(Debug)]
+struct Gate {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Gate {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future polled only when its own waker fired (and on its first poll),
+    /// not on every wake-up of the task it shares: the connection's watchdogs
+    /// beside a busy stream cost nothing per frame. Their timers and
+    /// notifications wake it as they would wake the task.
+    pub(crate) struct Gated<F> {
+        gate: Arc<Gate>,
+        waker: Waker,
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F: Future> Gated<F> {
+    pub(crate) fn new(future: F) -> Self {
+        let gate = Arc::new(Gate {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        Self {
+            waker: Waker::from(gate.clone()),
+            gate,
+            future,
+        }
+    }
+}
+
+impl<F: Future> Future for Gated<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        // Register before looking at the flag: a wake-up in between is seen.
+        this.gate.task.register(cx.waker());
+        if !this.gate.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        this.future.poll(&mut Context::from_waker(this.waker))
+    }
+}
+
 pin_project_lite::pin_project! {
     /// The accepted socket, noting write progress in its [`ConnCtx`] and
     /// capping its send buffer once a stream opens on it.
@@ -322,6 +382,48 @@ impl AsyncWrite for ProgressIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gated_future_runs_on_its_own_wake_ups() {
+        let notify = Arc::new(Notify::new());
+        let gated = {
+            let notify = notify.clone();
+            tokio::spawn(Gated::new(async move {
+                notify.notified().await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                7
+            }))
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!gated.is_finished());
+        // The notification and then the timer wake it through the gate.
+        notify.notify_one();
+        let out = tokio::time::timeout(Duration::from_secs(10), gated).await;
+        assert_eq!(out.ok().and_then(Result::ok), Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_gated_future_is_not_polled_on_other_wake_ups() {
+        let polls = Arc::new(AtomicU64::new(0));
+        let counted = {
+            let polls = polls.clone();
+            std::future::poll_fn(move |_| {
+                polls.fetch_add(1, Ordering::Relaxed);
+                Poll::<()>::Pending
+            })
+        };
+        let gated = Gated::new(counted);
+        tokio::pin!(gated);
+        for _ in 0..10 {
+            // The task wakes through the other branch every round.
+            tokio::select! {
+                biased;
+                () = &mut gated => {}
+                () = tokio::task::yield_now() => {}
+            }
+        }
+        assert_eq!(polls.load(Ordering::Relaxed), 1);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_write_pending_past_the_timeout_is_a_stall() {

@@ -13,7 +13,7 @@ use hyper_util::server::graceful::Watcher;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::app::App;
-use crate::conn::{ConnCtx, ProgressIo};
+use crate::conn::{ConnCtx, Gated, ProgressIo};
 use crate::tls::Tls;
 
 /// Connection-level settings of [`serve`].
@@ -260,8 +260,8 @@ fn service(
     })
 }
 
-/// Serve one accepted socket: the TLS handshake when configured (bounded by
-/// the header timeout), then HTTP/2 or HTTP/1.1, under the watchdogs.
+/// Serve one accepted socket: plain HTTP/1.1, or HTTPS (see [`tls_connection`])
+/// under the watchdogs.
 async fn connection(
     served: Arc<Served>,
     stream: TcpStream,
@@ -280,6 +280,24 @@ async fn connection(
         run_connection(watcher.watch(conn), ctx, config, held).await;
         return;
     };
+    // Boxed: the TLS state and HTTP/2 connection are far larger than a plain
+    // HTTP/1.1 connection, and a spawned task is as large as its largest
+    // state; inline, every plain connection would carry their size.
+    Box::pin(tls_connection(&served, tls, io, ctx, peer, watcher, held)).await;
+}
+
+/// One HTTPS connection: the TLS handshake (bounded by the header timeout),
+/// then HTTP/2 or HTTP/1.1 as ALPN decides.
+async fn tls_connection(
+    served: &Served,
+    tls: &Tls,
+    io: ProgressIo,
+    ctx: Arc<ConnCtx>,
+    peer: SocketAddr,
+    watcher: Watcher,
+    held: Held,
+) {
+    let config = &served.config;
     let handshake =
         tokio::time::timeout(config.header_read_timeout, tls.acceptor().accept(io)).await;
     let tls_stream = match handshake {
@@ -310,24 +328,39 @@ async fn connection(
     }
 }
 
+/// What ended a connection from outside hyper.
+enum Watchdog {
+    Stalled,
+    SessionEnded(decnet_stream::SessionEnd),
+}
+
 /// One connection under its watchdogs; dropping the connection future closes
-/// the socket.
+/// the socket. The watchdogs are [`Gated`]: polled when their own timers or
+/// notifications fire, not on every frame the connection writes.
 async fn run_connection<C>(connection: C, ctx: Arc<ConnCtx>, config: &ServeConfig, _held: Held)
 where
     C: Future<Output = Result<(), hyper::Error>>,
 {
     tokio::pin!(connection);
+    let watchdogs = Gated::new(async {
+        tokio::select! {
+            () = ctx.write_stalled(config.write_timeout) => Watchdog::Stalled,
+            why = ctx.session_ended(config.session_end_grace) => Watchdog::SessionEnded(why),
+        }
+    });
     tokio::select! {
         result = &mut connection => {
             if let Err(error) = result {
                 tracing::debug!(%error, "connection ended with an error");
             }
         }
-        () = ctx.write_stalled(config.write_timeout) => {
-            tracing::info!(timeout = ?config.write_timeout, "connection dropped: no write progress");
-        }
-        why = ctx.session_ended(config.session_end_grace) => {
-            tracing::info!(?why, "connection dropped: a stream's session ended and the client did not read it out");
-        }
+        fired = watchdogs => match fired {
+            Watchdog::Stalled => {
+                tracing::info!(timeout = ?config.write_timeout, "connection dropped: no write progress");
+            }
+            Watchdog::SessionEnded(why) => {
+                tracing::info!(?why, "connection dropped: a stream's session ended and the client did not read it out");
+            }
+        },
     }
 }
