@@ -3,10 +3,10 @@
 //!
 //! [`PgServer::start`] runs `initdb` into a temporary directory and starts
 //! `postgres` on 127.0.0.1 on a [`crate::free_port`] (trust authentication,
-//! user `postgres`, `fsync` off). The postmaster runs in a process group of
-//! its own, so [`PgServer::kill`] (SIGKILL), [`PgServer::hang`] (SIGSTOP)
-//! and [`PgServer::resume`] (SIGCONT) reach every backend too, as a crashed
-//! or frozen host would. [`PgServer::restart`] starts it again on the same
+//! user `postgres`, `fsync` off). [`PgServer::kill`] (SIGKILL),
+//! [`PgServer::hang`] (SIGSTOP) and [`PgServer::resume`] (SIGCONT) reach
+//! the postmaster and every backend (its children), as a crashed or frozen
+//! host would. [`PgServer::restart`] starts it again on the same
 //! port and data directory. Dropping it kills the cluster and removes the
 //! directory.
 //!
@@ -20,7 +20,6 @@
 //! `/usr/lib/postgresql/<version>/bin`, else `initdb` / `postgres` on `PATH`.
 
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -93,14 +92,45 @@ fn ids_of(user: &str) -> (u32, u32) {
     (id("-u"), id("-g"))
 }
 
-/// Send `signal` (a `kill -s` name) to every process of group `pgid`.
-fn signal_group(pgid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .args(["-s", signal, "--", &format!("-{pgid}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+/// The pids of `parent`'s children (field 4 of `/proc/<pid>/stat`).
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                // The command may hold spaces: the fields after its `)`.
+                .and_then(|stat| {
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+/// Send `signal` (a `kill -s` name) to the postmaster `pid` and to each of
+/// its children: every backend calls `setsid()`, so a process-group signal
+/// would reach the postmaster alone. The postmaster first on a stop (it
+/// forks no more), last on a continue.
+fn signal_cluster(pid: u32, signal: &str) {
+    let mut pids = vec![pid];
+    pids.extend(children_of(pid));
+    if signal == "CONT" {
+        pids.reverse();
+    }
+    for pid in pids {
+        let _ = Command::new("kill")
+            .args(["-s", signal, &pid.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 impl PgServer {
@@ -186,9 +216,7 @@ impl PgServer {
                 .args(["-p", &self.port.to_string(), "-h", "127.0.0.1", "-k"])
                 .arg(&self.dir)
                 .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-                .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
-                // A group of its own: signals reach every backend.
-                .process_group(0);
+                .args(["-c", "full_page_writes=off", "-c", "max_connections=200"]);
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -249,6 +277,11 @@ impl PgServer {
         self.port
     }
 
+    /// The postmaster's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, ChildProcess::id)
+    }
+
     /// The cluster's directory (data, socket, log).
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -258,7 +291,7 @@ impl PgServer {
     /// already killed) and reap it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            signal_group(child.id(), "KILL");
+            signal_cluster(child.id(), "KILL");
             child.kill();
         }
     }
@@ -267,14 +300,14 @@ impl PgServer {
     /// by the kernel, and nothing answers (a hung host).
     pub fn hang(&mut self) {
         if let Some(child) = &self.child {
-            signal_group(child.id(), "STOP");
+            signal_cluster(child.id(), "STOP");
         }
     }
 
     /// SIGCONT after [`PgServer::hang`].
     pub fn resume(&mut self) {
         if let Some(child) = &self.child {
-            signal_group(child.id(), "CONT");
+            signal_cluster(child.id(), "CONT");
         }
     }
 

@@ -81,6 +81,10 @@ pub(crate) struct Figure {
 /// Record `figure` (stdout and `DECNET_RELIABILITY_OUT`), then fail the
 /// test when it misses its target.
 #[track_caller]
+#[allow(
+    clippy::print_stdout,
+    reason = "a figure is printed for people and `cargo xtask soak`"
+)]
 pub(crate) fn record(figure: Figure) {
     let line = json!({
         "test": figure.test,
@@ -349,7 +353,7 @@ impl BusSpec {
 }
 
 /// An observation of `attacker`, as DECNET's sensors publish it.
-pub(crate) fn observation(attacker: &str, marker: usize) -> Event {
+pub(crate) fn observation(attacker: &str, marker: &str) -> Event {
     let payload = json!({
         "attacker_uuid": attacker,
         "primitive": "reliability.probe",
@@ -550,11 +554,12 @@ impl Service {
 /// What one stream's reader saw.
 #[derive(Debug)]
 enum Seen {
-    /// A dispatched event (its id and name).
+    /// A dispatched event: its payload's `value` when a string (the marker
+    /// of [`observation`]; brokers such as DECNET's give events ids of
+    /// their own, so the marker is what identifies an event end to end).
     Event {
         stream: usize,
-        id: String,
-        name: String,
+        marker: Option<String>,
     },
     /// The stream ended: cleanly (`None`) or with this error.
     End {
@@ -612,8 +617,9 @@ impl Streams {
                         let seen = match stream.try_next(Duration::from_secs(3600)).await {
                             Next::Item(Decoded::Event(event)) => Seen::Event {
                                 stream: index,
-                                id: event.id,
-                                name: event.event,
+                                marker: serde_json::from_str::<Value>(&event.data).ok().and_then(
+                                    |d| d["payload"]["value"].as_str().map(str::to_owned),
+                                ),
                             },
                             Next::Item(_) | Next::Timeout => continue,
                             Next::Eof => Seen::End {
@@ -668,7 +674,7 @@ impl Streams {
         self.ended.len()
     }
 
-    /// Publish events made by `make` on `bus` (every 200 ms; failures
+    /// Publish events made by `make` (given a fresh marker each) on `bus` (every 200 ms; failures
     /// retried, a broker may be away) until every stream has received one
     /// of them, within `within`; how long it took.
     ///
@@ -679,24 +685,28 @@ impl Streams {
         &mut self,
         bus: &Bus,
         within: Duration,
-        make: impl Fn(usize) -> Event,
+        make: impl Fn(&str) -> Event,
     ) -> Duration {
         let started = tokio::time::Instant::now();
         let deadline = started + within;
         let mut sent: HashSet<String> = HashSet::new();
         let mut reached: HashSet<usize> = HashSet::new();
-        let mut marker = 0;
+        let run = test_support::unique_suffix();
+        let mut n = 0;
         while reached.len() < self.len() {
-            let event = make(marker);
-            marker += 1;
-            if bus.publish_event(&event).await.is_ok() {
-                sent.insert(event.id.clone());
+            let marker = format!("{run}-{n}");
+            n += 1;
+            if bus.publish_event(&make(&marker)).await.is_ok() {
+                sent.insert(marker);
             }
             let round = (tokio::time::Instant::now() + Duration::from_millis(200)).min(deadline);
             while let Ok(Some(seen)) = tokio::time::timeout_at(round, self.seen.recv()).await {
                 self.note(&seen);
                 match seen {
-                    Seen::Event { stream, id, .. } if sent.contains(&id) => {
+                    Seen::Event {
+                        stream,
+                        marker: Some(marker),
+                    } if sent.contains(&marker) => {
                         reached.insert(stream);
                     }
                     Seen::Event { .. } => {}
