@@ -14,7 +14,7 @@
 //!    every figure a test measures is one JSON line there (the tests' own
 //!    `RELIABILITY {...}` lines, see `bins/decnet-events/tests/reliability`).
 //! 2. Every `tests/fuzz.rs` (proptest) with `PROPTEST_CASES` = `--cases`
-//!    (default 20,000 per property), one row each.
+//!    (default 5,000 per property), one row each.
 //! 3. docs/RELIABILITY.md: the table between its markers is rewritten
 //!    (test, backend pair, figure, value, target, verdict), with the date
 //!    and the load average at the start and the end of the run.
@@ -43,7 +43,7 @@ const FUZZ_CRATES: [&str; 6] = [
     "decnet-api",
 ];
 /// Cases per property by default.
-const DEFAULT_CASES: u32 = 20_000;
+const DEFAULT_CASES: u32 = 5_000;
 /// Where the figures of a run go.
 const FIGURES: &str = "target/reliability/figures.jsonl";
 /// The document and its markers.
@@ -87,8 +87,11 @@ pub fn run(args: &[String]) -> Result<()> {
 
     let report = crate::ensure_services();
     report.print();
-    let started_load = load_average();
-    let started = Instant::now();
+    let run = RunInfo {
+        started: Instant::now(),
+        started_load: load_average(),
+        docs,
+    };
     let figures = Path::new(FIGURES);
     if let Some(dir) = figures.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -106,6 +109,7 @@ pub fn run(args: &[String]) -> Result<()> {
         if let Err(error) = crate::step(&format!("soak: {suite}"), &mut cmd) {
             failures.push(error.to_string());
         }
+        run.report(figures, &rows, &failures, Some("the next step"))?;
     }
     if wanted("fuzz") {
         for krate in FUZZ_CRATES {
@@ -132,38 +136,11 @@ pub fn run(args: &[String]) -> Result<()> {
             if let Err(error) = outcome {
                 failures.push(error.to_string());
             }
+            run.report(figures, &rows, &failures, Some("the next step"))?;
         }
     }
 
-    let text = std::fs::read_to_string(figures).unwrap_or_default();
-    let mut measured: Vec<Row> = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        match parse_figure(line) {
-            Some(row) => measured.push(row),
-            None => failures.push(format!("unreadable figure line: {line}")),
-        }
-    }
-    measured.extend(rows);
-    for row in measured.iter().filter(|r| !r.met) {
-        failures.push(format!(
-            "{} on {}: {} = {} misses {}",
-            row.test, row.backend, row.figure, row.value, row.target
-        ));
-    }
-    let section = render(
-        &measured,
-        &started_load,
-        &load_average(),
-        started.elapsed().as_secs() / 60,
-        &failures,
-    );
-    if docs {
-        let existing = std::fs::read_to_string(DOC).unwrap_or_else(|_| default_doc());
-        std::fs::write(DOC, splice(&existing, &section)).with_context(|| format!("write {DOC}"))?;
-        eprintln!("\n==> xtask: soak: wrote {DOC} ({} rows)", measured.len());
-    } else {
-        eprintln!("{section}");
-    }
+    let failures = run.report(figures, &rows, &failures, None)?;
     if !failures.is_empty() {
         bail!(
             "soak: {} failure(s):\n{}",
@@ -172,6 +149,67 @@ pub fn run(args: &[String]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// When and under what load the run started, and whether to write the document.
+struct RunInfo {
+    started: Instant,
+    started_load: String,
+    docs: bool,
+}
+
+impl RunInfo {
+    /// Render the figures so far (`figures` plus `rows`) and write the
+    /// document (after every step, so an interrupted run leaves what it
+    /// measured, marked `in_progress`); every failure, the steps' and the
+    /// missed targets.
+    fn report(
+        &self,
+        figures: &Path,
+        rows: &[Row],
+        step_failures: &[String],
+        in_progress: Option<&str>,
+    ) -> Result<Vec<String>> {
+        let mut failures = step_failures.to_vec();
+        let text = std::fs::read_to_string(figures).unwrap_or_default();
+        let mut measured: Vec<Row> = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            match parse_figure(line) {
+                Some(row) => measured.push(row),
+                None => failures.push(format!("unreadable figure line: {line}")),
+            }
+        }
+        measured.extend(rows.iter().cloned());
+        for row in measured.iter().filter(|r| !r.met) {
+            failures.push(format!(
+                "{} on {}: {} = {} misses {}",
+                row.test, row.backend, row.figure, row.value, row.target
+            ));
+        }
+        let mut section = render(
+            &measured,
+            &self.started_load,
+            &load_average(),
+            self.started.elapsed().as_secs() / 60,
+            &failures,
+        );
+        if let Some(next) = in_progress {
+            section = section.replacen(
+                "\nLast run:",
+                &format!("\n**Run in progress** (next: {next}); so far:\n\nLast run:"),
+                1,
+            );
+        }
+        if self.docs {
+            let existing = std::fs::read_to_string(DOC).unwrap_or_else(|_| default_doc());
+            std::fs::write(DOC, splice(&existing, &section))
+                .with_context(|| format!("write {DOC}"))?;
+            eprintln!("\n==> xtask: soak: wrote {DOC} ({} rows)", measured.len());
+        } else if in_progress.is_none() {
+            eprintln!("{section}");
+        }
+        Ok(failures)
+    }
 }
 
 /// `cargo nextest run` (or `cargo test`) of one test target of `krate`.
