@@ -3,11 +3,11 @@
 //! written into docs/RELIABILITY.md.
 //!
 //! ```text
-//! cargo xtask soak [--cases N] [--no-docs] [--only faults|churn|shutdown|fuzz ...]
+//! cargo xtask soak [--cases N] [--no-docs] [--only faults|churn|shutdown|tickets|fuzz ...]
 //! ```
 //!
 //! 1. The reliability suites of `bins/decnet-events/tests` (`faults`,
-//!    `churn`, `shutdown`) with `DECNET_SOAK=1` (their long variants: more
+//!    `churn`, `shutdown`, `tickets`) with `DECNET_SOAK=1` (their long variants: more
 //!    cycles, 100,000 churn cycles, 1,000 streams) one test at a time (so a
 //!    figure is not measured against another test's load), with
 //!    `DECNET_RELIABILITY_OUT` naming `target/reliability/figures.jsonl`:
@@ -16,6 +16,8 @@
 //! 2. Every `tests/fuzz.rs` (proptest) with `PROPTEST_CASES` = `--cases`
 //!    (default 5,000 per property), one row each.
 //! 3. docs/RELIABILITY.md: the table between its markers is rewritten
+//!    after every step (with `--only`, the rows of tests not re-run are
+//!    kept)
 //!    (test, backend pair, figure, value, target, verdict), with the date
 //!    and the load average at the start and the end of the run.
 //!
@@ -32,7 +34,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 /// The reliability suites, in `bins/decnet-events/tests`.
-const SUITES: [&str; 3] = ["faults", "churn", "shutdown"];
+const SUITES: [&str; 4] = ["faults", "churn", "shutdown", "tickets"];
 /// The crates with a `tests/fuzz.rs` (proptest).
 const FUZZ_CRATES: [&str; 6] = [
     "decnet-topics",
@@ -91,6 +93,7 @@ pub fn run(args: &[String]) -> Result<()> {
         started: Instant::now(),
         started_load: load_average(),
         docs,
+        partial: !only.is_empty(),
     };
     let figures = Path::new(FIGURES);
     if let Some(dir) = figures.parent() {
@@ -156,6 +159,9 @@ struct RunInfo {
     started: Instant,
     started_load: String,
     docs: bool,
+    /// `--only`: rows of tests this run does not measure are kept from the
+    /// document as it was.
+    partial: bool,
 }
 
 impl RunInfo {
@@ -180,6 +186,17 @@ impl RunInfo {
             }
         }
         measured.extend(rows.iter().cloned());
+        let existing = std::fs::read_to_string(DOC).unwrap_or_else(|_| default_doc());
+        let mut carried = 0;
+        if self.partial {
+            let now: Vec<&str> = measured.iter().map(|r| r.test.as_str()).collect();
+            let kept: Vec<Row> = previous_rows(&existing)
+                .into_iter()
+                .filter(|r| !now.contains(&r.test.as_str()))
+                .collect();
+            carried = kept.len();
+            measured.splice(0..0, kept);
+        }
         for row in measured.iter().filter(|r| !r.met) {
             failures.push(format!(
                 "{} on {}: {} = {} misses {}",
@@ -193,6 +210,15 @@ impl RunInfo {
             self.started.elapsed().as_secs() / 60,
             &failures,
         );
+        if carried > 0 {
+            section = section.replacen(
+                "\n| test |",
+                &format!(
+                    "{carried} rows are carried over from the run before (`--only`).\n\n| test |"
+                ),
+                1,
+            );
+        }
         if let Some(next) = in_progress {
             section = section.replacen(
                 "\nLast run:",
@@ -201,7 +227,6 @@ impl RunInfo {
             );
         }
         if self.docs {
-            let existing = std::fs::read_to_string(DOC).unwrap_or_else(|_| default_doc());
             std::fs::write(DOC, splice(&existing, &section))
                 .with_context(|| format!("write {DOC}"))?;
             eprintln!("\n==> xtask: soak: wrote {DOC} ({} rows)", measured.len());
@@ -323,6 +348,35 @@ fn flat_json(text: &str) -> Option<Vec<(String, String)>> {
     }
 }
 
+/// The rows of the table in `doc` (as [`render`] writes them).
+fn previous_rows(doc: &str) -> Vec<Row> {
+    let (Some(begin), Some(end)) = (doc.find(BEGIN_MARK), doc.find(END_MARK)) else {
+        return Vec::new();
+    };
+    doc[begin..end.max(begin)]
+        .lines()
+        .filter_map(|line| {
+            let inner = line.strip_prefix("| `")?.strip_suffix(" |")?;
+            let cells: Vec<String> = inner
+                .replace("\\|", "\u{0}")
+                .split(" | ")
+                .map(|c| c.replace('\u{0}', "|"))
+                .collect();
+            let [test, backend, figure, value, target, verdict] = cells.as_slice() else {
+                return None;
+            };
+            Some(Row {
+                test: test.strip_suffix('`')?.to_owned(),
+                backend: backend.clone(),
+                figure: figure.clone(),
+                value: value.clone(),
+                target: target.clone(),
+                met: verdict == "met",
+            })
+        })
+        .collect()
+}
+
 fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
@@ -426,6 +480,9 @@ mod tests {
             })
         );
         assert_eq!(parse_figure("not json"), None);
+        let row = parse_figure(line).expect("a row");
+        let doc = render(std::slice::from_ref(&row), "1", "2", 3, &[]);
+        assert_eq!(previous_rows(&doc), vec![row]);
         assert_eq!(parse_figure(r#"{"test":"t"}"#), None);
     }
 
