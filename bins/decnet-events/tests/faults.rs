@@ -381,7 +381,7 @@ mod svc_postgres {
             let (_, minted) = timed_mint(&service, &token).await;
             assert_eq!(minted.status, 200, "{}", minted.text());
 
-            let mut worst = Duration::ZERO;
+            let (mut worst, mut recovery) = (Duration::ZERO, Duration::ZERO);
             for _ in 0..scaled(1, 5) {
                 tokio::task::block_in_place(|| redis.kill());
                 for _ in 0..scaled(5, 20) {
@@ -395,15 +395,16 @@ mod svc_postgres {
                     (timed_mint(&service, &token).await.1.status == 200).then_some(())
                 })
                 .await;
-                at_most(
-                    test,
-                    backend,
-                    "Redis restarted: time to mint again",
-                    ms(back.elapsed()),
-                    "ms",
-                    5000.0,
-                );
+                recovery = recovery.max(back.elapsed());
             }
+            at_most(
+                test,
+                backend,
+                "Redis restarted: time to mint again, worst",
+                ms(recovery),
+                "ms",
+                5000.0,
+            );
             at_most(
                 test,
                 backend,
