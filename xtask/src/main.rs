@@ -4,8 +4,10 @@
 //! - `services`: start local PostgreSQL, MariaDB, Redis and NATS when installed but not running.
 //! - `bench`: the service benchmarks behind docs/BENCHMARKS.md (see `bench.rs`);
 //!   `bench micro` runs the crates' micro-benchmarks.
+//! - `soak`: the long reliability suites and fuzzing behind docs/RELIABILITY.md (see `soak.rs`).
 
 mod bench;
+mod soak;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -30,13 +32,15 @@ fn main() -> Result<()> {
             }
         }
         Some("bench") => bench::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  test       fmt --check, clippy -D warnings, the test suite on real services, cargo-deny\n  \
                  services   start local PostgreSQL / MariaDB / Redis / NATS that are installed but not running\n  \
-                 bench      service benchmarks (--quick, scenarios; see xtask/src/bench.rs); bench micro: cargo bench"
+                 bench      service benchmarks (--quick, scenarios; see xtask/src/bench.rs); bench micro: cargo bench\n  \
+                 soak       long fault / churn / shutdown suites and fuzzing; rewrites docs/RELIABILITY.md"
             );
             bail!("no command given")
         }

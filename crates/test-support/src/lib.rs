@@ -137,5 +137,7 @@ pub mod decnet_broker;
 pub mod http;
 #[cfg(feature = "async")]
 pub mod pg;
+#[cfg(unix)]
+pub mod pg_server;
 pub mod process;
 pub mod servers;
