@@ -572,7 +572,7 @@ Raw summaries (JSON), server logs and this text land in `target/bench/<full|quic
 
 /// Replace the part of `existing` between `begin_mark` and `end_mark`, or
 /// append it.
-fn splice(existing: &str, section: &str, begin_mark: &str, end_mark: &str) -> String {
+pub(crate) fn splice(existing: &str, section: &str, begin_mark: &str, end_mark: &str) -> String {
     if let (Some(begin), Some(end)) = (existing.find(begin_mark), existing.find(end_mark))
         && begin < end
     {
@@ -586,7 +586,8 @@ fn splice(existing: &str, section: &str, begin_mark: &str, end_mark: &str) -> St
     out
 }
 
-fn load_average() -> String {
+/// The machine's load averages (1, 5, 15 min) as `/proc/loadavg` has them.
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -604,7 +605,8 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".to_owned())
 }
 
-fn date_utc() -> String {
+/// Now, as `YYYY-MM-DD HH:MM` in UTC.
+pub(crate) fn date_utc() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M"])
         .output()

@@ -91,7 +91,7 @@ pub fn run(args: &[String]) -> Result<()> {
     report.print();
     let run = RunInfo {
         started: Instant::now(),
-        started_load: load_average(),
+        started_load: crate::bench::load_average(),
         docs,
         partial: !only.is_empty(),
     };
@@ -206,7 +206,7 @@ impl RunInfo {
         let mut section = render(
             &measured,
             &self.started_load,
-            &load_average(),
+            &crate::bench::load_average(),
             self.started.elapsed().as_secs() / 60,
             &failures,
         );
@@ -269,12 +269,12 @@ fn with_services(cmd: &mut Command, report: &crate::ServicesReport) {
 
 /// One figure line (`{"test":…,"backend":…,…}`, as the suites write it).
 fn parse_figure(line: &str) -> Option<Row> {
-    let fields = flat_json(line)?;
+    let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).ok()?;
     let get = |key: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
+        fields.get(key).map(|v| match v {
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        })
     };
     let value = get("value")?;
     let unit = get("unit").unwrap_or_default();
@@ -284,68 +284,8 @@ fn parse_figure(line: &str) -> Option<Row> {
         figure: get("figure")?,
         value: format!("{value} {unit}").trim().to_owned(),
         target: get("target")?,
-        met: get("met")? == "true",
+        met: fields.get("met")?.as_bool()?,
     })
-}
-
-/// The keys and values of a flat JSON object (strings, numbers, booleans;
-/// no nesting), values as text; `None` when it is not one.
-fn flat_json(text: &str) -> Option<Vec<(String, String)>> {
-    let mut chars = text.trim().chars().peekable();
-    let mut out = Vec::new();
-    let skip_ws = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-    };
-    let string = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| -> Option<String> {
-        let mut s = String::new();
-        loop {
-            match chars.next()? {
-                '"' => return Some(s),
-                '\\' => match chars.next()? {
-                    'n' => s.push('\n'),
-                    't' => s.push('\t'),
-                    'u' => {
-                        let hex: String = (0..4).filter_map(|_| chars.next()).collect();
-                        s.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
-                    }
-                    c => s.push(c),
-                },
-                c => s.push(c),
-            }
-        }
-    };
-    skip_ws(&mut chars);
-    if chars.next()? != '{' {
-        return None;
-    }
-    loop {
-        skip_ws(&mut chars);
-        match chars.next()? {
-            '}' => return Some(out),
-            ',' => continue,
-            '"' => {}
-            _ => return None,
-        }
-        let key = string(&mut chars)?;
-        skip_ws(&mut chars);
-        if chars.next()? != ':' {
-            return None;
-        }
-        skip_ws(&mut chars);
-        let value = if chars.peek() == Some(&'"') {
-            chars.next();
-            string(&mut chars)?
-        } else {
-            let mut v = String::new();
-            while chars.peek().is_some_and(|c| *c != ',' && *c != '}') {
-                v.push(chars.next()?);
-            }
-            v.trim().to_owned()
-        };
-        out.push((key, value));
-    }
 }
 
 /// The rows of the table in `doc` (as [`render`] writes them).
@@ -395,7 +335,7 @@ fn render(
     let _ = writeln!(
         s,
         "\nLast run: {} UTC, {minutes} min, load average {load_start} at the start and {load_end} at the end ({} CPUs).\n",
-        date_utc(),
+        crate::bench::date_utc(),
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     s.push_str("| test | backend pair | figure | last run | target | verdict |\n");
@@ -431,34 +371,7 @@ fn default_doc() -> String {
 
 /// Replace the marked section of `existing`, or append it.
 fn splice(existing: &str, section: &str) -> String {
-    if let (Some(begin), Some(end)) = (existing.find(BEGIN_MARK), existing.find(END_MARK))
-        && begin < end
-    {
-        let after = &existing[end + END_MARK.len()..];
-        let after = after.strip_prefix('\n').unwrap_or(after);
-        return format!("{}{section}{after}", &existing[..begin]);
-    }
-    let mut out = existing.trim_end().to_owned();
-    out.push_str("\n\n");
-    out.push_str(section);
-    out
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "?".to_owned())
-}
-
-fn date_utc() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown date".to_owned())
+    crate::bench::splice(existing, section, BEGIN_MARK, END_MARK)
 }
 
 #[cfg(test)]

@@ -161,24 +161,7 @@ pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Poll `check` every 20 ms until it returns `Some`, for at most `within`.
-pub(crate) async fn poll_until<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub(crate) use test_support::http::poll_until;
 
 // ---------------------------------------------------------------------------
 // The database
@@ -510,13 +493,7 @@ impl Service {
     /// One series of `/metrics` (0 when absent).
     pub(crate) async fn metric(&self, series: &str) -> f64 {
         let text = self.request("GET", "/metrics", &[]).await.text();
-        text.lines()
-            .filter(|line| !line.starts_with('#'))
-            .find_map(|line| {
-                let (name, value) = line.rsplit_once(' ')?;
-                (name == series).then(|| value.parse().ok())?
-            })
-            .unwrap_or(0.0)
+        http::metric(&text, series).unwrap_or(0.0)
     }
 
     /// The process's resident set, KiB (`VmRSS` of `/proc/<pid>/status`).

@@ -155,34 +155,9 @@ pub(crate) fn object(value: Value) -> Map<String, Value> {
     }
 }
 
-/// Poll `check` every 20 ms until it returns `Some`, for at most `within`.
-pub(crate) async fn poll_until<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub(crate) use test_support::http::poll_until;
 
-/// The value of one Prometheus series (`name` or `name{labels}`) in `text`.
-pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok())?
-        })
-}
+pub(crate) use test_support::http::metric;
 
 /// Epoch seconds on a clock that follows Tokio's: the system clock when the
 /// world was made, plus Tokio time elapsed since (so [`World::advance`]
