@@ -10,9 +10,7 @@
 
 mod reliability;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use reliability::{BusSpec, Database, SECRET, Service, ServiceConfig, exactly, scaled, token};
+use reliability::{BusSpec, Database, Service, ServiceConfig, exactly, scaled, token};
 use test_support::Service as Svc;
 use test_support::http::{self, SseStream, events_path};
 
@@ -21,26 +19,7 @@ const REDEMPTIONS: usize = 100;
 
 /// A token for `user` that expired a minute ago.
 fn expired_token(user: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    decnet_auth::encode_claims(
-        SECRET.as_bytes(),
-        &decnet_auth::Claims {
-            uuid: user.into(),
-            sub: None,
-            role: None,
-            iss: decnet_auth::ISSUER.into(),
-            aud: decnet_auth::AUDIENCE.into(),
-            typ: decnet_auth::TOKEN_TYPE_ACCESS.into(),
-            jti: uuid::Uuid::new_v4().to_string(),
-            iat: now - 3600,
-            exp: now - 60,
-            nbf: None,
-        },
-    )
-    .expect("sign claims")
+    reliability::token_between(user, -3600, -60)
 }
 
 /// A 401's status, `WWW-Authenticate` and body, to compare causes.

@@ -236,6 +236,12 @@ impl Database {
 
 /// A valid access token (1 h) for `user`, signed with [`SECRET`].
 pub(crate) fn token(user: &str) -> String {
+    token_between(user, 0, 3600)
+}
+
+/// An access token for `user` issued `iat` seconds from now and expiring
+/// `exp` seconds from now (negative: in the past), signed with [`SECRET`].
+pub(crate) fn token_between(user: &str, iat: i64, exp: i64) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -250,8 +256,8 @@ pub(crate) fn token(user: &str) -> String {
             aud: decnet_auth::AUDIENCE.into(),
             typ: decnet_auth::TOKEN_TYPE_ACCESS.into(),
             jti: uuid::Uuid::new_v4().to_string(),
-            iat: now,
-            exp: now + 3600,
+            iat: now.saturating_add_signed(iat),
+            exp: now.saturating_add_signed(exp),
             nbf: None,
         },
     )
