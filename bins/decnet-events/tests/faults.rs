@@ -208,9 +208,10 @@ async fn database_fault(hang: bool, test: &'static str) {
 
     let (fault, target) = if hang {
         tokio::task::block_in_place(|| pg.hang());
-        // A hung database is only noticed through the repository's call
-        // deadline (PgConfig: wait 3 s + connect 3 s + statement 5 s + 1 s).
-        ("hung", Duration::from_secs(13))
+        // A hung database never answers: the open's own deadline
+        // (DECNET_SSE_OPEN_TIMEOUT_MS, 5 s) ends the wait, not the
+        // repository's whole call deadline (12 s).
+        ("hung", Duration::from_secs(6))
     } else {
         tokio::task::block_in_place(|| pg.kill());
         ("down", REFUSED_503_TARGET)

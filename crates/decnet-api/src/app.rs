@@ -57,6 +57,12 @@ pub struct AppConfig {
     pub access_log: AccessLog,
     /// DECNET's developer mode (FastAPI's detailed 422 bodies on `/stream`).
     pub developer: bool,
+    /// How long minting a ticket or opening a stream may take (credentials,
+    /// the key's lookup, the snapshot) before it is a 503 with
+    /// `Retry-After`, so a database that hangs rather than refuses is not
+    /// waited for the repository's whole call deadline
+    /// (`DECNET_SSE_OPEN_TIMEOUT_MS`).
+    pub open_timeout: Duration,
 }
 
 impl Default for AppConfig {
@@ -70,6 +76,7 @@ impl Default for AppConfig {
             console: true,
             access_log: AccessLog::default(),
             developer: false,
+            open_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -365,7 +372,7 @@ impl App {
             }
             Route::Ticket => {
                 let span = tracing::info_span!("api.sse_ticket");
-                self.mint_ticket(headers)
+                self.within_open_timeout(self.mint_ticket(headers))
                     .instrument(span)
                     .await
                     .unwrap_or_else(Refusal::into_response)
@@ -373,11 +380,8 @@ impl App {
             Route::Stream(stream, key) => {
                 let span = tracing::info_span!("api.stream", kind = stream.kind(), key = %key);
                 let kind = stream.kind();
-                match self
-                    .open_stream(*stream, key, query, headers, conn)
-                    .instrument(span)
-                    .await
-                {
+                let open = self.open_stream(*stream, key, query, headers, conn);
+                match self.within_open_timeout(open).instrument(span).await {
                     Ok(response) => {
                         self.inner.metrics.stream_result(kind, "ok");
                         response
@@ -390,7 +394,8 @@ impl App {
             }
             Route::Logs => {
                 let span = tracing::info_span!("api.stream_events");
-                match self.open_logs(query, headers, conn).instrument(span).await {
+                let open = self.open_logs(query, headers, conn);
+                match self.within_open_timeout(open).instrument(span).await {
                     Ok(response) => {
                         self.inner.metrics.stream_result("logs", "ok");
                         response
@@ -440,6 +445,26 @@ impl App {
             StatusCode::OK,
             &json!({"ticket": ticket.expose(), "expires_in": ticket.ttl().as_secs()}),
         ))
+    }
+
+    /// `open` (a stream open or a ticket mint) bounded by
+    /// [`AppConfig::open_timeout`]: past it, a 503 (the open is dropped,
+    /// and with it every slot and registration it holds).
+    async fn within_open_timeout(
+        &self,
+        open: impl Future<Output = Result<Response<Body>, Refusal>>,
+    ) -> Result<Response<Body>, Refusal> {
+        let deadline = self.inner.config.open_timeout;
+        match tokio::time::timeout(deadline, open).await {
+            Ok(opened) => opened,
+            Err(_elapsed) => {
+                tracing::warn!(
+                    deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+                    "opening a stream exceeded its deadline (repository slow or hung)"
+                );
+                Err(Refusal::backend_down())
+            }
+        }
     }
 
     /// Bearer header, else a single-use ticket. `?token=` never.

@@ -695,6 +695,16 @@ pub const SETTINGS: &[Setting] = &[
         }
     ),
     setting!(
+        "DECNET_SSE_OPEN_TIMEOUT_MS",
+        "5000",
+        "How long minting a ticket or opening a stream may take (credentials, lookup, snapshot) before it is a 503 with Retry-After, milliseconds",
+        |v, s| {
+            if let Some(ms) = v.number(50u64, 600_000) {
+                s.app.open_timeout = Duration::from_millis(ms);
+            }
+        }
+    ),
+    setting!(
         "DECNET_SSE_KEEPALIVE_SECS",
         "15",
         "Idle keepalive interval, seconds",
