@@ -18,13 +18,16 @@
 //! orchestrator, topology, `/stream`) and the mixed-kind cap run on memory,
 //! `unix` + SQLite, `unix` + MySQL and PostgreSQL + NATS (a private
 //! `nats-server`: on a shared one the firehose kinds get every other
-//! publisher's events); what only one
+//! publisher's events); the broker killed and restarted with a stream of
+//! every kind open runs on every pair with a broker (the `unix` pairs' own,
+//! a private `nats-server`, a private `redis-server`); what only one
 //! engine has (a SQLite writer holding a write transaction, a private
 //! MariaDB restarted) runs on its pair.
 //!
 //! What needs a process of its own (exit codes, signals, the embedded demo,
 //! the subcommands) is in `bins/decnet-events/tests/process.rs`.
 
+mod capture;
 mod cases;
 mod common;
 
@@ -162,6 +165,8 @@ mod svc_postgres {
 
         all_cases!(Backend::PgNats);
         kind_cases!(private_bus_matrix, Backend::PgNats);
+        // A private nats-server of its own, killed and restarted.
+        matrix!(Backend::PgNats; bus_restart_with_every_kind_open);
 
         #[tokio::test]
         async fn broker_restart() {
@@ -173,6 +178,9 @@ mod svc_postgres {
         use crate::common::Backend;
 
         all_cases!(Backend::PgRedis);
+        // A private redis-server of its own (bus and tickets), killed and
+        // restarted.
+        matrix!(Backend::PgRedis; bus_restart_with_every_kind_open);
 
         #[tokio::test]
         async fn broker_restart() {
