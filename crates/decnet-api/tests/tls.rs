@@ -3,7 +3,12 @@
 //! HTTP/2 connection and every one gets the live event; the per-user cap,
 //! session expiry and shutdown act per HTTP/2 stream; a certificate reload
 //! serves the new certificate to new connections and keeps open streams.
+//! Below hyper (the `h2` crate, raw frames): keepalive comments and PINGs,
+//! the access log, GOAWAY before the streams end at shutdown, and the
+//! flow-control windows the server gives (64 KiB a stream, 1 MiB a
+//! connection).
 
+mod capture;
 mod front;
 
 use std::path::{Path, PathBuf};
@@ -11,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use capture::LogCapture;
 use decnet_api::Tls;
 use decnet_sse::{Decoded, Decoder};
 use front::Front;
@@ -20,6 +26,7 @@ use hyper::{Request, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
+use test_support::http::SseStream;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -406,4 +413,371 @@ async fn shutdown_ends_every_h2_stream_cleanly() {
         .await
         .expect("stop task")
         .expect("serve() returns Ok");
+}
+
+// ---------------------------------------------------------------------------
+// HTTP/2 details: keepalives, the access log, GOAWAY, flow-control windows
+// ---------------------------------------------------------------------------
+
+/// An open stream over HTTP/2 through hyper's client, read with
+/// test-support's SSE reader (every item, comments included).
+async fn open_items(sender: &mut H2, request: Request<Empty<Bytes>>) -> SseStream {
+    let response = sender.send_request(request).await.expect("response");
+    assert_eq!(
+        (response.status(), response.version()),
+        (StatusCode::OK, Version::HTTP_2)
+    );
+    SseStream::from_response(response, sender.clone())
+}
+
+/// Raw HTTP/2 frames over TLS, to see what hyper's and h2's clients answer
+/// for themselves (PINGs).
+struct RawH2 {
+    tls: TlsStream<TcpStream>,
+    buf: Vec<u8>,
+}
+
+/// One HTTP/2 frame as received: type, flags, stream id, payload.
+#[derive(Debug)]
+struct RawFrame {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    payload: Vec<u8>,
+}
+
+const FRAME_SETTINGS: u8 = 0x4;
+const FRAME_PING: u8 = 0x6;
+const FLAG_ACK: u8 = 0x1;
+
+impl RawH2 {
+    /// A TLS connection with ALPN `h2`, the client preface and an empty
+    /// SETTINGS frame sent.
+    async fn connect(front: &Front) -> RawH2 {
+        use tokio::io::AsyncWriteExt as _;
+        let tls = handshake(front, "a", &[b"h2"]).await.expect("TLS");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let mut raw = RawH2 {
+            tls,
+            buf: Vec::new(),
+        };
+        raw.tls
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .expect("preface");
+        raw.send(FRAME_SETTINGS, 0, 0, &[]).await;
+        raw
+    }
+
+    async fn send(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        use tokio::io::AsyncWriteExt as _;
+        let len = u32::try_from(payload.len()).expect("a small frame");
+        let mut frame = len.to_be_bytes()[1..].to_vec();
+        frame.extend_from_slice(&[kind, flags]);
+        frame.extend_from_slice(&stream.to_be_bytes());
+        frame.extend_from_slice(payload);
+        self.tls.write_all(&frame).await.expect("write a frame");
+    }
+
+    /// The next frame from the server, within `within`.
+    async fn frame(&mut self, within: Duration) -> RawFrame {
+        use tokio::io::AsyncReadExt as _;
+        let read = async {
+            loop {
+                if self.buf.len() >= 9 {
+                    let len = u32::from_be_bytes([0, self.buf[0], self.buf[1], self.buf[2]]);
+                    let len = usize::try_from(len).expect("usize");
+                    if self.buf.len() >= 9 + len {
+                        let head: Vec<u8> = self.buf.drain(..9).collect();
+                        return RawFrame {
+                            kind: head[3],
+                            flags: head[4],
+                            stream: u32::from_be_bytes([head[5], head[6], head[7], head[8]])
+                                & 0x7fff_ffff,
+                            payload: self.buf.drain(..len).collect(),
+                        };
+                    }
+                }
+                let mut chunk = [0u8; 16 * 1024];
+                let n = self.tls.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "the server closed the connection");
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+        };
+        tokio::time::timeout(within, read)
+            .await
+            .unwrap_or_else(|_| panic!("no frame within {within:?}"))
+    }
+}
+
+#[tokio::test]
+async fn keepalives_reach_h2_streams_as_comments_and_idle_h2_connections_get_pings() {
+    let front = Front::start_tuned(
+        &[("DECNET_SSE_KEEPALIVE_SECS", "1")],
+        Some(tls("a")),
+        |serve| serve.tcp_keepalive = Duration::from_secs(1),
+    )
+    .await;
+    let (_, token) = front.user(Duration::from_secs(3600)).await;
+    let attacker = front.attacker().await;
+    let mut sender = h2(&front, "a").await;
+    let path = format!("/api/v1/attackers/{attacker}/events");
+    let mut stream = open_items(&mut sender, get(&front, &path, Some(&token))).await;
+    stream.expect_snapshot().await;
+    // Idle: a keepalive comment every second, on the HTTP/2 stream.
+    for _ in 0..2 {
+        let started = tokio::time::Instant::now();
+        loop {
+            match stream.try_next(Duration::from_secs(5)).await {
+                test_support::http::Next::Item(Decoded::Comment(text)) => {
+                    assert_eq!(text, "keepalive");
+                    break;
+                }
+                test_support::http::Next::Item(other) => panic!("unexpected {other:?}"),
+                other => panic!("no keepalive within 5 s: {other:?}"),
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+    // And the connection under it: the server PINGs an idle peer (every
+    // second here), which answers, and is PINGed again.
+    let mut raw = RawH2::connect(&front).await;
+    let mut pings = 0;
+    while pings < 2 {
+        let frame = raw.frame(Duration::from_secs(10)).await;
+        match (frame.kind, frame.flags & FLAG_ACK) {
+            (FRAME_SETTINGS, 0) => raw.send(FRAME_SETTINGS, FLAG_ACK, 0, &[]).await,
+            (FRAME_PING, 0) => {
+                assert_eq!((frame.stream, frame.payload.len()), (0, 8), "{frame:?}");
+                raw.send(FRAME_PING, FLAG_ACK, 0, &frame.payload).await;
+                pings += 1;
+            }
+            _ => {}
+        }
+    }
+    front.stop(DEADLINE).await.expect("serve");
+}
+
+#[tokio::test]
+async fn the_access_log_records_h2_requests() {
+    let (logs, _logging) = LogCapture::start();
+    let front = Front::start(&[("DECNET_ACCESS_LOG", "true")], Some(tls("a"))).await;
+    let (_, token) = front.user(Duration::from_secs(3600)).await;
+    let attacker = front.attacker().await;
+    let mut sender = h2(&front, "a").await;
+    let response = sender
+        .send_request(get(&front, "/healthz?probe=1", None))
+        .await
+        .expect("response");
+    assert_eq!(response.version(), Version::HTTP_2);
+    let path = format!("/api/v1/attackers/{attacker}/events");
+    let refused = sender
+        .send_request(get(&front, &path, None))
+        .await
+        .expect("response");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let mut stream = open_items(&mut sender, get(&front, &path, Some(&token))).await;
+    stream.expect_snapshot().await;
+    drop(stream);
+    front.stop(DEADLINE).await.expect("serve");
+
+    let text = logs.text();
+    let access: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("decnet_events::access"))
+        .collect();
+    for (method, path, query, status) in [
+        ("GET", "/healthz", "probe=1", 200),
+        ("GET", path.as_str(), "-", 401),
+        ("GET", path.as_str(), "-", 200),
+    ] {
+        let fields = [
+            format!("method={method}"),
+            format!("path={path}"),
+            format!("status={status}"),
+            "peer=127.0.0.1:".to_owned(),
+        ];
+        assert!(
+            access
+                .iter()
+                .any(|line| fields.iter().all(|f| line.contains(f.as_str()))
+                    && (query == "-" || line.contains(&format!("query=?{query}")))),
+            "no access record {fields:?} among:\n{}",
+            access.join("\n")
+        );
+    }
+}
+
+/// One HTTP/2 connection through the `h2` crate itself (ALPN `h2`, trusting
+/// certificate a), its driver spawned; the watch reports the server's
+/// `SETTINGS_MAX_CONCURRENT_STREAMS` as the client last saw it.
+async fn raw_h2_client(
+    front: &Front,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::sync::watch::Receiver<usize>,
+) {
+    let tls = handshake(front, "a", &[b"h2"]).await.expect("TLS");
+    let (sender, mut connection) = h2::client::handshake(tls).await.expect("h2 handshake");
+    let (settings, watch) = tokio::sync::watch::channel(0usize);
+    tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| {
+            let polled = std::pin::Pin::new(&mut connection).poll(cx);
+            settings.send_replace(connection.max_concurrent_send_streams());
+            polled
+        })
+        .await;
+    });
+    (sender, watch)
+}
+
+/// A GET of `path` with `token`, its request side ended or, with
+/// `keep_sending`, left open (so the client may send on it); its response
+/// once the head arrives.
+async fn open_h2_stream(
+    sender: &mut h2::client::SendRequest<Bytes>,
+    front: &Front,
+    path: &str,
+    token: &str,
+    keep_sending: bool,
+) -> (h2::SendStream<Bytes>, h2::RecvStream) {
+    let request = Request::get(format!("https://localhost:{}{path}", front.addr.port()))
+        .header("authorization", format!("Bearer {token}"))
+        .body(())
+        .expect("request");
+    let ready = std::future::poll_fn(|cx| sender.poll_ready(cx));
+    tokio::time::timeout(DEADLINE, ready)
+        .await
+        .expect("ready in time")
+        .expect("the connection takes a stream");
+    let (response, send) = sender.send_request(request, !keep_sending).expect("send");
+    let response = tokio::time::timeout(DEADLINE, response)
+        .await
+        .expect("a response head in time")
+        .expect("a response");
+    assert_eq!(response.status(), StatusCode::OK);
+    (send, response.into_body())
+}
+
+/// Read a stream's body until it ends (releasing the window as it goes);
+/// an error is a reset.
+async fn read_to_end(body: &mut h2::RecvStream) -> Result<(), h2::Error> {
+    let read = async {
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        Ok(())
+    };
+    tokio::time::timeout(DEADLINE, read)
+        .await
+        .expect("the stream ends within the deadline")
+}
+
+#[tokio::test]
+async fn shutdown_sends_goaway_before_the_h2_streams_end() {
+    let front = Front::start(&[], Some(tls("a"))).await;
+    let (_, token) = front.user(Duration::from_secs(3600)).await;
+    let attacker = front.attacker().await;
+    let path = format!("/api/v1/attackers/{attacker}/events");
+    let (mut sender, _) = raw_h2_client(&front).await;
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let (_, mut body) = open_h2_stream(&mut sender, &front, &path, &token, false).await;
+        // The snapshot's bytes arrive first.
+        let first = tokio::time::timeout(DEADLINE, body.data())
+            .await
+            .expect("the first bytes in time")
+            .expect("data")
+            .expect("no reset");
+        assert!(!first.is_empty());
+        bodies.push(body);
+    }
+    let stopping = tokio::spawn(front.stop(DEADLINE));
+    for body in &mut bodies {
+        read_to_end(body).await.expect("each stream ends cleanly");
+        // The frames are handled in order: by the time a stream's end is
+        // read, the GOAWAY that came before it has been too.
+        let ready = std::future::poll_fn(|cx| std::task::Poll::Ready(sender.poll_ready(cx))).await;
+        let error = match ready {
+            std::task::Poll::Ready(Err(error)) => error,
+            other => panic!("a stream ended before the GOAWAY: {other:?}"),
+        };
+        assert!(error.is_go_away() && error.is_remote(), "{error:?}");
+        assert_eq!(error.reason(), Some(h2::Reason::NO_ERROR), "{error:?}");
+    }
+    stopping
+        .await
+        .expect("stop task")
+        .expect("serve() returns Ok");
+}
+
+#[tokio::test]
+async fn h2_windows_are_64_kib_per_stream_and_1_mib_per_connection() {
+    const WINDOW: u32 = 64 * 1024;
+    const CONNECTION_WINDOW: u32 = 1024 * 1024;
+    // One stream more than the connection window can feed at 64 KiB each.
+    let streams = CONNECTION_WINDOW / WINDOW + 1;
+    let cap = streams.to_string();
+    let front = Front::start(
+        &[
+            ("DECNET_SSE_MAX_PER_USER", &cap),
+            ("DECNET_SSE_OPEN_BURST", "1000"),
+        ],
+        Some(tls("a")),
+    )
+    .await;
+    let (_, token) = front.user(Duration::from_secs(3600)).await;
+    let attacker = front.attacker().await;
+    let path = format!("/api/v1/attackers/{attacker}/events");
+    let (mut sender, mut settings) = raw_h2_client(&front).await;
+    // SETTINGS_MAX_CONCURRENT_STREAMS, as the server sent it.
+    let max_streams =
+        tokio::time::timeout(DEADLINE, settings.wait_for(|n| *n != 0 && *n != usize::MAX))
+            .await
+            .expect("the server's SETTINGS in time")
+            .map(|n| *n)
+            .expect("the connection runs");
+    assert_eq!(max_streams, 256, "SETTINGS_MAX_CONCURRENT_STREAMS");
+
+    let mut open = Vec::new();
+    for _ in 0..streams {
+        open.push(open_h2_stream(&mut sender, &front, &path, &token, true).await);
+    }
+    // Ask for more than a stream's window on each: what the client may send
+    // is what the server's windows allow it.
+    for (send, _) in &mut open {
+        send.reserve_capacity(2 * WINDOW as usize);
+    }
+    let capacities = |open: &Vec<(h2::SendStream<Bytes>, h2::RecvStream)>| -> Vec<u32> {
+        open.iter()
+            .map(|(send, _)| u32::try_from(send.capacity()).expect("u32"))
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while capacities(&open).iter().sum::<u32>() < CONNECTION_WINDOW {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "capacity {:?} never reached the connection window",
+            capacities(&open)
+        );
+        tokio::task::yield_now().await;
+    }
+    let capacities = capacities(&open);
+    assert!(
+        capacities.iter().all(|c| *c <= WINDOW),
+        "no stream beyond 64 KiB: {capacities:?}"
+    );
+    assert_eq!(
+        capacities.iter().sum::<u32>(),
+        CONNECTION_WINDOW,
+        "1 MiB for the connection: {capacities:?}"
+    );
+    assert_eq!(
+        capacities.iter().filter(|c| **c == WINDOW).count(),
+        usize::try_from(streams - 1).expect("usize"),
+        "{capacities:?}"
+    );
+    drop(open);
+    front.stop(DEADLINE).await.expect("serve");
 }

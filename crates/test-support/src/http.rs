@@ -271,8 +271,9 @@ pub struct SseStream {
     decoder: decnet_sse::Decoder,
     queue: VecDeque<Decoded>,
     ended: bool,
-    _sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
-    _connection: AbortOnDrop,
+    /// What keeps the connection open (its sender and task), dropped with
+    /// the stream.
+    _connection: Box<dyn std::any::Any + Send + Sync>,
 }
 
 impl std::fmt::Debug for SseStream {
@@ -380,9 +381,28 @@ impl SseStream {
             decoder: decnet_sse::Decoder::new(),
             queue: VecDeque::new(),
             ended: false,
-            _sender: exchange.sender,
-            _connection: exchange.connection,
+            _connection: Box::new((exchange.sender, exchange.connection)),
         })
+    }
+
+    /// A stream from a response received some other way (over TLS, over
+    /// HTTP/2: any client of the test's own), read as [`SseStream::open`]'s
+    /// are; `connection` (the client's sender, its connection task) is held
+    /// as long as the stream and dropped with it.
+    pub fn from_response(
+        response: hyper::Response<Incoming>,
+        connection: impl Send + Sync + 'static,
+    ) -> SseStream {
+        let (parts, body) = response.into_parts();
+        SseStream {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+            decoder: decnet_sse::Decoder::new(),
+            queue: VecDeque::new(),
+            ended: false,
+            _connection: Box::new(connection),
+        }
     }
 
     /// One response header as text.

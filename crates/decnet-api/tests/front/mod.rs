@@ -38,6 +38,16 @@ pub(crate) struct Front {
 impl Front {
     /// A front configured by `vars` (DECNET_* names), plus `tls` when given.
     pub(crate) async fn start(vars: &[(&str, &str)], tls: Option<Arc<Tls>>) -> Front {
+        Front::start_tuned(vars, tls, |_| {}).await
+    }
+
+    /// [`Front::start`], with `tune` applied to the serve config last (for
+    /// what has no variable, such as the HTTP/2 ping interval).
+    pub(crate) async fn start_tuned(
+        vars: &[(&str, &str)],
+        tls: Option<Arc<Tls>>,
+        tune: impl FnOnce(&mut ServeConfig),
+    ) -> Front {
         let mut map: BTreeMap<String, String> = [
             ("DECNET_JWT_SECRET", SECRET),
             ("DECNET_ACCESS_LOG", "false"),
@@ -66,10 +76,11 @@ impl Front {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let config = ServeConfig {
+        let mut config = ServeConfig {
             tls,
             ..settings.serve.clone()
         };
+        tune(&mut config);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(decnet_api::serve(
             listener,
