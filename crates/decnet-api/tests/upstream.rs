@@ -2,7 +2,9 @@
 //! decnet-events through `serve()` in front of a real HTTP server of ours
 //! standing in for DECNET's Python API. Every method, headers both ways,
 //! 50 MiB each way in bounded memory, a slow upstream, a stalled body, an
-//! upstream that is down, an `Upgrade`, and our own routes staying ours.
+//! upstream that is down, an `Upgrade`, our own routes staying ours, and
+//! the secrets of forwarded requests (JWT, ticket and token queries,
+//! cookies) absent from every log line, at trace level, in both formats.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -10,8 +12,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+mod capture;
 mod front;
 
+use capture::{Format, LogCapture};
 use front::Front;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -403,4 +407,95 @@ async fn upgrades_are_refused_with_501() {
         json_of(&body),
         json!({"detail": "Upgrade requests are not forwarded"})
     );
+}
+
+/// A random token-like secret (never anything a log would print by chance).
+fn secret(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+#[tokio::test]
+async fn forwarded_secrets_never_reach_the_logs_at_any_level() {
+    for format in [Format::Text, Format::Json] {
+        // Everything the process logs, hyper's and h2's own tracing
+        // included, at trace level, in the format DECNET_LOG_FORMAT names.
+        let (logs, _logging) = LogCapture::start_with("trace", format);
+        let upstream = start_upstream().await;
+        let front = start_front(
+            &format!("http://{upstream}"),
+            &[("DECNET_ACCESS_LOG", "true")],
+        )
+        .await;
+        // A real JWT (header.payload.signature), a ticket, a token query and
+        // a session cookie.
+        let jwt = decnet_auth::mint_access_token(
+            front::SECRET.as_bytes(),
+            &uuid::Uuid::new_v4().to_string(),
+            Duration::from_secs(600),
+        )
+        .expect("token")
+        .0;
+        let (ticket, token, cookie) = (secret("tkt"), secret("qtok"), secret("sess"));
+        let query = format!("limit=5&ticket={ticket}&token={token}");
+        for method in ["GET", "POST"] {
+            let request = Request::builder()
+                .method(method)
+                .uri(format!("http://{front}/api/v1/attackers?{query}"))
+                .header("authorization", format!("Bearer {jwt}"))
+                .header("cookie", format!("session={cookie}; theme=dark"))
+                .body(full("{}"))
+                .expect("request");
+            let (status, _, body) = send(request).await;
+            assert_eq!(status, StatusCode::OK, "{method}");
+            // They did pass through to DECNET's API, whole.
+            let echo = json_of(&body);
+            assert_eq!(echo["query"], query.as_str());
+            assert_eq!(echo["headers"]["authorization"], format!("Bearer {jwt}"));
+            assert!(
+                echo["headers"]["cookie"]
+                    .as_str()
+                    .is_some_and(|c| c.contains(&cookie)),
+                "{echo}"
+            );
+        }
+        // Our own routes, given the same secrets, refuse them.
+        let request = Request::get(format!("http://{front}/api/v1/identities/events?{query}"))
+            .header("authorization", format!("Bearer {jwt}"))
+            .header("cookie", format!("session={cookie}"))
+            .body(full(""))
+            .expect("request");
+        let (status, _, _) = send(request).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+        let text = logs.text();
+        assert!(
+            text.contains("/api/v1/attackers") && text.contains("decnet_events::access"),
+            "the forwarded requests were logged ({format:?}):\n{text}"
+        );
+        assert!(
+            text.lines().count() > 20,
+            "trace-level lines of hyper and the pass-through were captured too:\n{text}"
+        );
+        if format == Format::Json {
+            for line in text.lines() {
+                let parsed: Result<serde_json::Map<String, Value>, _> = serde_json::from_str(line);
+                assert!(parsed.is_ok(), "not one JSON object: {line:?}");
+            }
+        }
+        let signature = jwt.rsplit('.').next().expect("a signature");
+        for (what, value) in [
+            ("the JWT", jwt.as_str()),
+            ("the JWT's signature", signature),
+            ("the ticket", ticket.as_str()),
+            ("the token query", token.as_str()),
+            ("the cookie", cookie.as_str()),
+        ] {
+            let leaked: Vec<&str> = text.lines().filter(|l| l.contains(value)).collect();
+            assert!(
+                leaked.is_empty(),
+                "{what} logged ({format:?}):\n{}",
+                leaked.join("\n")
+            );
+        }
+    }
 }
