@@ -36,13 +36,14 @@ use anyhow::{Context, Result, bail};
 /// The reliability suites, in `bins/decnet-events/tests`.
 const SUITES: [&str; 4] = ["faults", "churn", "shutdown", "tickets"];
 /// The crates with a `tests/fuzz.rs` (proptest).
-const FUZZ_CRATES: [&str; 6] = [
+const FUZZ_CRATES: [&str; 7] = [
     "decnet-topics",
     "decnet-sse",
     "decnet-bus",
     "decnet-auth",
     "decnet-repo",
     "decnet-api",
+    "test-support",
 ];
 /// Cases per property by default.
 const DEFAULT_CASES: u32 = 5_000;
@@ -408,5 +409,21 @@ mod tests {
             format!("# R\n\nintro\n\n{BEGIN_MARK}\nnew\n{END_MARK}\n\n## after\n")
         );
         assert_eq!(splice("# R\n", &section), format!("# R\n\n{section}"));
+    }
+
+    #[test]
+    fn every_crates_fuzz_target_is_soaked() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut found: Vec<String> = ["crates", "bins"]
+            .iter()
+            .flat_map(|dir| std::fs::read_dir(root.join(dir)).expect("the workspace's folders"))
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.path().join("tests/fuzz.rs").is_file())
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        found.sort();
+        let mut listed = FUZZ_CRATES.to_vec();
+        listed.sort_unstable();
+        assert_eq!(found, listed, "FUZZ_CRATES lists every tests/fuzz.rs");
     }
 }

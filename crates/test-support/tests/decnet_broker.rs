@@ -5,17 +5,17 @@
 //! hand, independently of any codec.
 #![cfg(unix)]
 
+mod common;
+
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use common::{Client, Evt, WAIT, broker, frame, subscriber};
 use serde_json::{Value, json};
 use test_support::decnet_broker::{BrokerConfig, CloseReason, TestBroker, decnet_matches};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
-
-const WAIT: Duration = Duration::from_secs(5);
-const QUIET: Duration = Duration::from_millis(150);
 
 fn vectors() -> Vec<Value> {
     let path = concat!(
@@ -43,150 +43,6 @@ fn unhex(hex: &str) -> Vec<u8> {
 
 fn vector_bytes(name: &str) -> Vec<u8> {
     unhex(vector(name)["hex"].as_str().unwrap_or_default())
-}
-
-/// A frame built by hand: `header` (without LF), LF, length, body.
-fn frame(header: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = header.as_bytes().to_vec();
-    out.push(b'\n');
-    out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(0).to_be_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
-/// One EVT as received.
-#[derive(Debug)]
-struct Evt {
-    raw: Vec<u8>,
-    topic: String,
-    body: Value,
-}
-
-struct Client {
-    stream: UnixStream,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    async fn connect(broker: &TestBroker) -> Client {
-        let stream = UnixStream::connect(broker.path())
-            .await
-            .unwrap_or_else(|err| panic!("connect: {err}"));
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.stream
-            .write_all(bytes)
-            .await
-            .unwrap_or_else(|err| panic!("send: {err}"));
-    }
-
-    async fn fill(&mut self) -> io::Result<usize> {
-        let mut chunk = [0u8; 64 * 1024];
-        let n = self.stream.read(&mut chunk).await?;
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(n)
-    }
-
-    /// The next frame, which must be an EVT.
-    async fn evt(&mut self) -> Evt {
-        match tokio::time::timeout(WAIT, self.read_evt()).await {
-            Ok(evt) => evt,
-            Err(_) => panic!("no EVT within {WAIT:?}"),
-        }
-    }
-
-    async fn read_evt(&mut self) -> Evt {
-        loop {
-            if let Some(lf) = self.buf.iter().position(|b| *b == b'\n')
-                && self.buf.len() >= lf + 5
-            {
-                let len = u32::from_be_bytes([
-                    self.buf[lf + 1],
-                    self.buf[lf + 2],
-                    self.buf[lf + 3],
-                    self.buf[lf + 4],
-                ]) as usize;
-                if self.buf.len() >= lf + 5 + len {
-                    let raw: Vec<u8> = self.buf.drain(..lf + 5 + len).collect();
-                    let header = String::from_utf8_lossy(&raw[..lf]).into_owned();
-                    let Some(topic) = header.strip_prefix("EVT ") else {
-                        panic!("the broker sent a non-EVT frame: {header:?}");
-                    };
-                    let body: Value = serde_json::from_slice(&raw[lf + 5..])
-                        .unwrap_or_else(|err| panic!("EVT body: {err}"));
-                    return Evt {
-                        topic: topic.to_owned(),
-                        body,
-                        raw,
-                    };
-                }
-            }
-            match self.fill().await {
-                Ok(0) => panic!("connection closed while waiting for an EVT"),
-                Ok(_) => {}
-                Err(err) => panic!("read: {err}"),
-            }
-        }
-    }
-
-    /// Nothing arrives for a while, and the connection stays open.
-    async fn assert_quiet(&mut self) {
-        if let Ok(res) = tokio::time::timeout(QUIET, self.fill()).await {
-            panic!(
-                "expected silence, got {res:?} ({:?})",
-                String::from_utf8_lossy(&self.buf)
-            );
-        }
-        assert!(self.buf.is_empty());
-    }
-
-    /// The broker closes the connection without sending a byte.
-    async fn assert_closed(&mut self, what: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            match tokio::time::timeout_at(deadline, self.fill()).await {
-                Err(_) => panic!("{what}: connection still open after {WAIT:?}"),
-                // A close with unread client data reaches us as a reset.
-                Ok(Ok(0)) | Ok(Err(_)) => break,
-                Ok(Ok(_)) => {}
-            }
-        }
-        assert!(
-            self.buf.is_empty(),
-            "{what}: the broker wrote {:?}",
-            String::from_utf8_lossy(&self.buf)
-        );
-    }
-}
-
-async fn broker() -> TestBroker {
-    TestBroker::start_in_temp_dir()
-        .await
-        .unwrap_or_else(|err| panic!("broker: {err}"))
-}
-
-/// A client subscribed to `patterns`, once the broker has them.
-async fn subscriber(broker: &TestBroker, name: &str, patterns: &[&str]) -> Client {
-    let mut client = Client::connect(broker).await;
-    let mut bytes = frame(&format!("HELLO {name}"), b"");
-    for pattern in patterns {
-        bytes.extend(frame(&format!("SUB {pattern}"), b""));
-    }
-    client.send(&bytes).await;
-    let ready = broker
-        .wait_until(WAIT, |b| {
-            b.connections().iter().any(|c| {
-                c.name == name && patterns.iter().all(|p| c.patterns.iter().any(|q| q == p))
-            })
-        })
-        .await;
-    assert!(ready, "subscriber {name} never registered {patterns:?}");
-    client
 }
 
 fn keys(value: &Value) -> Vec<String> {
