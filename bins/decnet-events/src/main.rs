@@ -182,7 +182,18 @@ async fn serve(args: &ArgMatches) -> Result<ExitCode> {
     let mut serve_config = settings.serve.clone();
     if let Some(files) = &settings.tls {
         let tls = Tls::load(&files.cert, &files.key).context("loading the TLS certificate")?;
-        tokio::spawn(reload_on_sighup(tls.clone()));
+        // The handler is installed here, before anything is served: a
+        // SIGHUP that came before the task first ran would otherwise take
+        // the default action and end the process.
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hangup) => {
+                tokio::spawn(reload_on_sighup(hangup, tls.clone()));
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                "cannot listen for SIGHUP: the certificate will not be reloaded"
+            ),
+        }
         serve_config.tls = Some(tls);
     }
 
@@ -221,14 +232,7 @@ async fn serve(args: &ArgMatches) -> Result<ExitCode> {
 
 /// Re-read the certificate and key on every SIGHUP (after a renewal); a
 /// bad pair is logged and the old one stays in use.
-async fn reload_on_sighup(tls: std::sync::Arc<Tls>) {
-    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(signal) => signal,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGHUP: the certificate will not be reloaded");
-            return;
-        }
-    };
+async fn reload_on_sighup(mut hangup: tokio::signal::unix::Signal, tls: std::sync::Arc<Tls>) {
     while hangup.recv().await.is_some() {
         match tls.reload() {
             Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),

@@ -10,6 +10,8 @@
 //! variables itself. Without the endpoint, nothing is exported and nothing
 //! is said about it.
 
+use std::io::IsTerminal as _;
+
 use decnet_api::settings::LogFormat;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -73,7 +75,13 @@ pub(crate) fn init(format: LogFormat) -> Guard {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let (text, json) = match format {
         LogFormat::Text => (
-            Some(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)),
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    // Colours on a terminal only: systemd appends stderr to
+                    // a file under /var/log/decnet.
+                    .with_ansi(std::io::stderr().is_terminal()),
+            ),
             None,
         ),
         LogFormat::Json => (

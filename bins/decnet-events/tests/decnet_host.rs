@@ -6,8 +6,11 @@
 //! file, or a MySQL database, with DECNET's schema and rows written as DECNET
 //! writes them) and DECNET's Python API (a stand-in HTTP server on the
 //! upstream port). The dashboard's one base URL then serves REST through the
-//! pass-through, the ticket mint, an attacker's snapshot from the database
-//! and its live events from the broker, and `/stream` from the `logs` table.
+//! pass-through, the ticket mint, and all six streams of the dashboard with
+//! tickets from that one mint: the attacker's, identities, campaigns,
+//! orchestrator and a topology's, each with its snapshot from DECNET's
+//! tables and a live event from DECNET's broker, and `/stream` from the
+//! `logs` table.
 //!
 //! Every subcommand here (`serve`, `mint-token`, `publish`) reads only the
 //! env file, as an operator's would.
@@ -20,7 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use decnet_repo::{Attacker, DbTime, LogRow, Observation, RepositoryWriter, User};
+use decnet_repo::{
+    Attacker, CampaignRow, DbTime, HexBytes, IdentityRow, LogRow, MutationRow, Observation,
+    OrchestratorEventRow, RepositoryWriter, User,
+};
 use decnet_sse::Decoded;
 use http_body_util::Full;
 use serde_json::{Value, json};
@@ -161,9 +167,16 @@ async fn decnet_api() -> SocketAddr {
 /// What the test writes into DECNET's database, and what it expects back.
 struct Seeded {
     user: String,
+    /// A second analyst: the per-user cap (5) leaves the sixth stream to them.
+    second_user: String,
     attacker: String,
     observations: Vec<Observation>,
     logs: usize,
+    identity: IdentityRow,
+    campaign: CampaignRow,
+    orchestrator_event: OrchestratorEventRow,
+    topology: String,
+    mutation: MutationRow,
 }
 
 fn observation(attacker: &str, primitive: &str, value: Value, ts: f64) -> Observation {
@@ -183,19 +196,36 @@ fn observation(attacker: &str, primitive: &str, value: Value, ts: f64) -> Observ
     }
 }
 
-/// A user, an attacker with three observations over two primitives, and
-/// three log lines, written as DECNET's services write them.
+/// A DECNET datetime in whole seconds (MySQL's `DATETIME` keeps no
+/// fraction, so the snapshot renders it as written on both engines).
+fn time(text: &str) -> DbTime {
+    DbTime::parse(text).expect("a DECNET datetime")
+}
+
+fn user(uuid: &str, username: &str) -> User {
+    User {
+        uuid: uuid.to_owned(),
+        username: username.to_owned(),
+        password_hash: "$2b$12$not-a-real-hash".into(),
+        role: "viewer".into(),
+        must_change_password: false,
+        tokens_valid_from: None,
+    }
+}
+
+/// Two users, an attacker with three observations over two primitives,
+/// three log lines, an identity, a campaign, an orchestrator event and a
+/// topology with a pending mutation, written as DECNET's services write
+/// them (through decnet-repo's `testing` writers).
 async fn seed(writer: Arc<dyn RepositoryWriter>) -> Seeded {
-    let user = uuid::Uuid::new_v4().to_string();
+    let user_uuid = uuid::Uuid::new_v4().to_string();
+    let second_user = uuid::Uuid::new_v4().to_string();
     writer
-        .create_user(&User {
-            uuid: user.clone(),
-            username: "analyst".into(),
-            password_hash: "$2b$12$not-a-real-hash".into(),
-            role: "viewer".into(),
-            must_change_password: false,
-            tokens_valid_from: None,
-        })
+        .create_user(&user(&user_uuid, "analyst"))
+        .await
+        .expect("user");
+    writer
+        .create_user(&user(&second_user, "analyst-2"))
         .await
         .expect("user");
     let attacker = uuid::Uuid::new_v4().to_string();
@@ -257,11 +287,90 @@ async fn seed(writer: Arc<dyn RepositoryWriter>) -> Seeded {
             .await
             .expect("log");
     }
+    let campaign = CampaignRow {
+        uuid: uuid::Uuid::new_v4().to_string(),
+        schema_version: 1,
+        first_seen_at: Some(time("2026-06-20 10:00:00")),
+        last_seen_at: Some(time("2026-06-20 11:30:00")),
+        created_at: time("2026-06-20 10:00:00"),
+        updated_at: time("2026-06-20 11:30:00"),
+        confidence: Some(0.5),
+        identity_count: 1,
+        ja3_hashes: Some("[\"771,4865\"]".into()),
+        hassh_hashes: None,
+        tls_cert_sha256: None,
+        payload_simhashes: None,
+        c2_endpoints: Some("[\"198.51.100.9:443\"]".into()),
+        merged_into_uuid: None,
+        notes: Some("seen from two ASNs".into()),
+    };
+    writer.upsert_campaign(&campaign).await.expect("campaign");
+    let identity = IdentityRow {
+        uuid: uuid::Uuid::new_v4().to_string(),
+        schema_version: 1,
+        campaign_id: Some(campaign.uuid.clone()),
+        first_seen_at: Some(time("2026-06-20 10:00:00")),
+        last_seen_at: Some(time("2026-06-20 11:00:00")),
+        created_at: time("2026-06-20 10:00:00"),
+        updated_at: time("2026-06-20 11:00:00"),
+        confidence: Some(0.75),
+        observation_count: 3,
+        ja3_hashes: Some("[\"771,4865\"]".into()),
+        hassh_hashes: Some("[\"h1\"]".into()),
+        ja4h_hashes: None,
+        ja4_quic_hashes: None,
+        http_versions_seen: Some("[\"HTTP/1.1\"]".into()),
+        tls_cert_sha256: None,
+        ipv6_link_local_iids: None,
+        payload_simhashes: None,
+        c2_endpoints: None,
+        kd_digraph_simhash: Some(HexBytes(vec![0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0x01])),
+        merged_into_uuid: None,
+        notes: None,
+    };
+    writer.upsert_identity(&identity).await.expect("identity");
+    let orchestrator_event = OrchestratorEventRow {
+        uuid: uuid::Uuid::new_v4().to_string(),
+        ts: time("2026-06-20 12:00:00"),
+        kind: "traffic".into(),
+        protocol: "tcp".into(),
+        action: "probe".into(),
+        src_decky_uuid: None,
+        dst_decky_uuid: "decky-01".into(),
+        success: true,
+        payload: "{\"bytes\": 10}".into(),
+    };
+    writer
+        .insert_orchestrator_event(&orchestrator_event)
+        .await
+        .expect("orchestrator event");
+    let topology = format!("maze-{}", uuid::Uuid::new_v4().simple());
+    writer
+        .upsert_topology(&topology, "net-maze", "active")
+        .await
+        .expect("topology");
+    let mutation = MutationRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        topology_id: topology.clone(),
+        op: "add_decky".into(),
+        payload: "{\"name\":\"web01\"}".into(),
+        state: "pending".into(),
+        requested_at: time("2026-06-20 12:00:05"),
+        applied_at: None,
+        reason: None,
+    };
+    writer.upsert_mutation(&mutation).await.expect("mutation");
     Seeded {
-        user,
+        user: user_uuid,
+        second_user,
         attacker,
         observations,
         logs,
+        identity,
+        campaign,
+        orchestrator_event,
+        topology,
+        mutation,
     }
 }
 
@@ -378,52 +487,47 @@ async fn a_stock_decnet_host(db: Database<'_>, writer: Arc<dyn RepositoryWriter>
     assert_eq!(echo["x_forwarded_for"], "127.0.0.1", "{echo}");
     assert_eq!(echo["x_forwarded_proto"], "http", "{echo}");
 
-    // The ticket mint and the attacker stream are ours: the snapshot from
-    // DECNET's database.
-    let ticket = |response: http::Response| {
+    // The ticket mint and every stream are ours: one mint for all six.
+    let second = run_in_host(&host, &["mint-token", "--user", &seeded.second_user])
+        .await
+        .trim()
+        .to_owned();
+    let second_auth = format!("Bearer {second}");
+    let ticket = move |auth: String| async move {
+        let response =
+            http::request(bind, "POST", http::TICKET_PATH, &[("authorization", &auth)]).await;
         assert_eq!(response.status, 200, "{}", response.text());
         response.json()["ticket"]
             .as_str()
             .expect("ticket")
             .to_owned()
     };
-    let minted = http::request(bind, "POST", http::TICKET_PATH, &[("authorization", &auth)]).await;
-    let path = events_path(&seeded.attacker, Some(&ticket(minted)));
-    let mut stream = SseStream::open(bind, &path, &[]).await;
-    let snapshot = stream.expect_snapshot().await;
-    assert_eq!(
-        snapshot,
-        json!({"attacker_uuid": seeded.attacker, "observations": expected_observations(&seeded)})
-    );
 
-    // A live event from DECNET's broker, published on the host.
-    let topic = "attacker.observation.tcp.syn_fingerprint";
-    let payload = json!({"attacker_uuid": seeded.attacker, "primitive": "tcp.syn_fingerprint",
-                         "value": "64:1460:mss", "confidence": 0.9, "source": "sniffer"});
-    // Published again until it arrives (bounded): nothing acknowledges a
-    // subscription at DECNET's broker, so the first may beat the hub's.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let frame = loop {
-        let published = run_in_host(&host, &["publish", topic, &payload.to_string()]).await;
-        assert_eq!(published, format!("published on {topic}\n"));
-        if let Next::Item(Decoded::Event(frame)) = stream.try_next(Duration::from_secs(2)).await {
-            break frame;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no live frame from DECNET's broker\nstderr:\n{}",
-            server.stderr()
+    // The five bus-fed streams of the analyst (the per-user cap), each:
+    // the snapshot from DECNET's tables, then a live event from DECNET's
+    // broker, published on the host, named as DECNET names it.
+    let mut open = Vec::new();
+    for kind in bus_kinds(&seeded) {
+        let path = with_ticket(&kind.path, &ticket(auth.clone()).await);
+        let mut stream = SseStream::open(bind, &path, &[]).await;
+        assert_eq!(
+            stream.expect_snapshot().await,
+            kind.snapshot,
+            "{}",
+            kind.path
         );
-    };
-    let data: Value = serde_json::from_str(&frame.data).expect("live data is JSON");
-    assert_eq!(frame.event, "observation", "{frame:?}");
-    assert_eq!(data["topic"], topic, "{data}");
-    assert_eq!(data["payload"], payload, "{data}");
-    assert!(!frame.id.is_empty(), "live frames carry an id: {frame:?}");
+        let frame = live_from_broker(&host, &server, &mut stream, kind.topic, &kind.payload).await;
+        let data: Value = serde_json::from_str(&frame.data).expect("live data is JSON");
+        assert_eq!(frame.event, kind.name, "{}: {frame:?}", kind.path);
+        assert_eq!(data["topic"], kind.topic, "{data}");
+        assert_eq!(data["payload"], kind.payload, "{data}");
+        assert!(!frame.id.is_empty(), "live frames carry an id: {frame:?}");
+        open.push(stream);
+    }
 
-    // `/stream`: the stats frame from DECNET's `logs`.
-    let minted = http::request(bind, "POST", http::TICKET_PATH, &[("authorization", &auth)]).await;
-    let path = with_ticket("/api/v1/stream", &ticket(minted));
+    // `/stream`, the sixth, by the second analyst: the stats frame from
+    // DECNET's `logs`.
+    let path = with_ticket("/api/v1/stream", &ticket(second_auth).await);
     let mut logs = SseStream::open(bind, &path, &[]).await;
     let stats = loop {
         let event = logs.next_event(Duration::from_secs(10)).await;
@@ -435,9 +539,114 @@ async fn a_stock_decnet_host(db: Database<'_>, writer: Arc<dyn RepositoryWriter>
     assert_eq!(stats["data"]["total_logs"], seeded.logs, "{stats}");
     assert_eq!(stats["data"]["unique_attackers"], 1, "{stats}");
 
-    drop((stream, logs));
+    // All six open at once, one of each kind.
+    let metrics = http::request(bind, "GET", "/metrics", &[]).await.text();
+    for kind in [
+        "attacker",
+        "identities",
+        "campaigns",
+        "orchestrator",
+        "topology",
+    ] {
+        let series = format!(r#"decnet_sse_streams_active_by_kind{{kind="{kind}"}}"#);
+        assert_eq!(
+            http::metric(&metrics, &series),
+            Some(1.0),
+            "{series}\n{metrics}"
+        );
+    }
+    // The analyst's sixth stream would be over DECNET's cap.
+    let refused = http::request(bind, "GET", "/api/v1/stream", &[("authorization", &auth)]).await;
+    assert_eq!(refused.status, 429, "{}", refused.text());
+
+    drop((open, logs));
     let status = server.terminate(Duration::from_secs(15)).expect("SIGTERM");
     assert!(status.success(), "{status}\nstderr:\n{}", server.stderr());
+}
+
+/// One bus-fed stream of the dashboard, as the host's rows and one live
+/// event of its kind make it.
+struct BusKind {
+    path: String,
+    snapshot: Value,
+    topic: &'static str,
+    payload: Value,
+    /// The SSE `event:` name of the live frame.
+    name: &'static str,
+}
+
+/// The attacker, identities, campaigns, orchestrator and topology streams
+/// of the seeded host: their snapshot, and one live event each.
+fn bus_kinds(seeded: &Seeded) -> Vec<BusKind> {
+    let rows = |value: Result<Value, serde_json::Error>| value.expect("rows serialize");
+    vec![
+        BusKind {
+            path: events_path(&seeded.attacker, None),
+            snapshot: json!({"attacker_uuid": seeded.attacker,
+                             "observations": expected_observations(seeded)}),
+            topic: "attacker.observation.tcp.syn_fingerprint",
+            payload: json!({"attacker_uuid": seeded.attacker, "primitive": "tcp.syn_fingerprint",
+                            "value": "64:1460:mss", "confidence": 0.9, "source": "sniffer"}),
+            name: "observation",
+        },
+        BusKind {
+            path: "/api/v1/identities/events".into(),
+            snapshot: json!({"identities": rows(serde_json::to_value([&seeded.identity]))}),
+            topic: "identity.formed",
+            payload: json!({"identity_uuid": seeded.identity.uuid}),
+            name: "formed",
+        },
+        BusKind {
+            path: "/api/v1/campaigns/events".into(),
+            snapshot: json!({"campaigns": rows(serde_json::to_value([&seeded.campaign]))}),
+            topic: "campaign.identity.assigned",
+            payload: json!({"campaign_uuid": seeded.campaign.uuid,
+                            "identity_uuid": seeded.identity.uuid}),
+            name: "identity.assigned",
+        },
+        BusKind {
+            path: "/api/v1/orchestrator/events/stream".into(),
+            snapshot: json!({"events": rows(serde_json::to_value([&seeded.orchestrator_event]))}),
+            topic: "orchestrator.traffic.decky-01",
+            payload: json!({"action": "probe", "dst_decky_uuid": "decky-01"}),
+            name: "traffic",
+        },
+        BusKind {
+            path: format!("/api/v1/topologies/{}/events", seeded.topology),
+            snapshot: json!({"topology_id": seeded.topology, "status": "active",
+                             "in_flight": rows(serde_json::to_value([&seeded.mutation]))}),
+            // A decky of this topology (routed by `payload.topology_id`).
+            topic: "decky.web01.service_added",
+            payload: json!({"topology_id": seeded.topology, "service_name": "ssh"}),
+            name: "decky.service_added",
+        },
+    ]
+}
+
+/// Publish `payload` on `topic` through DECNET's broker with the host's
+/// `publish` subcommand until `stream` gets it (bounded): nothing
+/// acknowledges a subscription at DECNET's broker, so the first may beat
+/// the hub's. The frame.
+async fn live_from_broker(
+    host: &HostDir,
+    server: &ChildProcess,
+    stream: &mut SseStream,
+    topic: &str,
+    payload: &Value,
+) -> decnet_sse::Event {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let published = run_in_host(host, &["publish", topic, &payload.to_string()]).await;
+        assert_eq!(published, format!("published on {topic}\n"));
+        if let Next::Item(Decoded::Event(frame)) = stream.try_next(Duration::from_secs(2)).await {
+            return frame;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no live {topic} frame from DECNET's broker\nstderr:\n{}",
+            server.stderr()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

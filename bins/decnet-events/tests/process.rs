@@ -1,6 +1,7 @@
 //! Process-level tests of the `decnet-events` binary: only what needs a
 //! process of its own (exit codes and stderr of bad configurations, the
-//! embedded demo's banner, SIGTERM, the open-files limit, the `migrate`,
+//! embedded demo's banner, SIGTERM, SIGHUP's certificate reload over real
+//! TLS, the log formats on stderr, the open-files limit, the `migrate`,
 //! `mint-token` and `publish` subcommands). Everything the HTTP application
 //! does is tested in process, in `crates/decnet-api/tests/e2e.rs`.
 //!
@@ -9,12 +10,14 @@
 //! `test_support::process::ChildProcess` (killed on drop, every wait
 //! bounded). Tests that need a service carry its marker in their path.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use decnet_api::settings::{
-    ENV_BIND, ENV_CORS_ORIGINS, ENV_DATABASE_URL, ENV_DB_TYPE, ENV_JWT_SECRET, SETTINGS,
+    ENV_BIND, ENV_CORS_ORIGINS, ENV_DATABASE_URL, ENV_DB_TYPE, ENV_JWT_SECRET, ENV_TLS_CERT,
+    ENV_TLS_KEY, SETTINGS,
 };
 use decnet_sse::Decoded;
 use serde_json::Value;
@@ -144,6 +147,8 @@ struct Demo {
     addr: SocketAddr,
     attacker: String,
     token: String,
+    /// The ticket [`Demo::stream`] last spent.
+    last_ticket: Option<String>,
 }
 
 /// The demo attacker and token from the banner, once both lines are whole.
@@ -159,9 +164,9 @@ fn banner(stdout: &str) -> Option<(String, String)> {
 }
 
 /// Start the binary with nothing configured (only `PATH` and `HOME` kept,
-/// plus `DECNET_BIND` on a free port), through `sh -c <wrapper> <binary>`
-/// when given, and wait for its banner.
-fn start_demo(wrapper: Option<&str>) -> Demo {
+/// plus `DECNET_BIND` on a free port and `vars`), through `sh -c <wrapper>
+/// <binary>` when given, and wait for its banner.
+fn start_demo(wrapper: Option<&str>, vars: &[(&str, &str)]) -> Demo {
     let mut last = String::new();
     for _ in 0..3 {
         let addr = SocketAddr::from(([127, 0, 0, 1], test_support::free_port()));
@@ -180,6 +185,7 @@ fn start_demo(wrapper: Option<&str>) -> Demo {
             }
         }
         command.env(ENV_BIND, addr.to_string());
+        command.envs(vars.iter().copied());
         let mut child = ChildProcess::spawn(
             "decnet-events",
             &mut command,
@@ -201,6 +207,7 @@ fn start_demo(wrapper: Option<&str>) -> Demo {
                     addr,
                     attacker,
                     token,
+                    last_ticket: None,
                 };
             }
             // The free port was taken between the probe and the bind.
@@ -250,7 +257,7 @@ impl Demo {
 
     /// The demo attacker's stream, opened with a ticket minted from the
     /// banner's token, after its snapshot.
-    async fn stream(&self) -> (SseStream, Value) {
+    async fn stream(&mut self) -> (SseStream, Value) {
         let auth = format!("Bearer {}", self.token);
         let response = http::request(
             self.addr,
@@ -267,6 +274,7 @@ impl Demo {
         let mut stream =
             SseStream::open(self.addr, &events_path(&self.attacker, Some(&ticket)), &[]).await;
         let snapshot = stream.expect_snapshot().await;
+        self.last_ticket = Some(ticket);
         (stream, snapshot)
     }
 }
@@ -289,7 +297,7 @@ async fn exit_within(child: &mut ChildProcess, within: Duration) -> ExitStatus {
 
 #[tokio::test]
 async fn the_embedded_demo_prints_its_banner_and_streams_live() {
-    let mut demo = start_demo(None);
+    let mut demo = start_demo(None, &[]);
     assert_eq!(demo.attacker.len(), 36, "{}", demo.attacker);
     assert_eq!(demo.token.split('.').count(), 3, "{}", demo.token);
     let stdout = demo.child.stdout();
@@ -336,7 +344,7 @@ async fn the_embedded_demo_prints_its_banner_and_streams_live() {
 
 #[tokio::test]
 async fn sigterm_with_a_stream_open_exits_0_and_ends_the_stream_cleanly() {
-    let mut demo = start_demo(None);
+    let mut demo = start_demo(None, &[]);
     demo.wait_ready().await;
     let (mut stream, _) = demo.stream().await;
     demo.child.signal(Signal::Term).expect("SIGTERM");
@@ -379,7 +387,7 @@ async fn the_open_files_soft_limit_is_raised_to_the_hard_limit() {
         .expect("sh");
     let hard = String::from_utf8_lossy(&hard.stdout).trim().to_owned();
     // Start with a soft limit below the hard one, so raising it shows.
-    let mut demo = start_demo(Some("ulimit -S -n 256 && exec \"$0\" serve"));
+    let mut demo = start_demo(Some("ulimit -S -n 256 && exec \"$0\" serve"), &[]);
     demo.wait_ready().await;
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", demo.child.id()))
         .expect("read /proc/<pid>/limits");
@@ -396,6 +404,406 @@ async fn the_open_files_soft_limit_is_raised_to_the_hard_limit() {
         assert!(
             hard.parse::<u64>().is_ok_and(|n| n > 256),
             "the hard limit here ({hard}) leaves nothing to raise"
+        );
+    }
+}
+
+/// A test certificate or key of testdata/tls (testdata/README.md).
+fn testdata_tls(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/tls")).join(name)
+}
+
+/// The DER of test certificate `which` (`a` or `b`).
+fn certificate_der(which: &str) -> Vec<u8> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    CertificateDer::from_pem_file(testdata_tls(&format!("cert-{which}.pem")))
+        .expect("a PEM certificate")
+        .to_vec()
+}
+
+/// A TLS client that trusts both test certificates and offers `h2`, so
+/// that which one the server presents is what the test looks at.
+fn tls_connector() -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for which in ["a", "b"] {
+        roots
+            .add(certificate_der(which).into())
+            .expect("a usable root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// A new HTTPS connection speaking HTTP/2, and the DER of the certificate
+/// the server presented on it.
+async fn h2_connect(addr: SocketAddr) -> (H2Sender, Vec<u8>) {
+    let connect = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
+        tls_connector().connect(name, tcp).await
+    };
+    let tls = tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .expect("a TLS handshake within 10 s")
+        .expect("TLS handshake");
+    let (_, session) = tls.get_ref();
+    assert_eq!(session.alpn_protocol(), Some(&b"h2"[..]), "ALPN h2");
+    let presented = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .expect("the server presents a certificate")
+        .to_vec();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    (sender, presented)
+}
+
+/// One request on `sender` (bounded); the response with its body unread.
+async fn h2_send(
+    sender: &mut H2Sender,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> hyper::Response<hyper::body::Incoming> {
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(format!("https://localhost{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(http_body_util::Empty::new()).expect("request");
+    tokio::time::timeout(http::HTTP_TIMEOUT, sender.send_request(request))
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path}: no answer within {:?}", http::HTTP_TIMEOUT))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// One request on `sender`, its status and whole body as JSON.
+async fn h2_json(
+    sender: &mut H2Sender,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    use http_body_util::BodyExt as _;
+    let response = h2_send(sender, method, path, headers).await;
+    let status = response.status().as_u16();
+    let body = tokio::time::timeout(http::HTTP_TIMEOUT, response.into_body().collect())
+        .await
+        .expect("the body within the bound")
+        .expect("the body")
+        .to_bytes();
+    let json = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{path}: {e}: {}", String::from_utf8_lossy(&body)));
+    (status, json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificate_for_new_connections_and_keeps_open_streams() {
+    // The certificate files the process is given, renewed in place below.
+    let dir = std::env::temp_dir().join(format!("decnet-sighup-{}", test_support::unique_suffix()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let install = |which: &str| {
+        std::fs::copy(testdata_tls(&format!("cert-{which}.pem")), &cert).expect("copy cert");
+        std::fs::copy(testdata_tls(&format!("key-{which}.pem")), &key).expect("copy key");
+    };
+    install("a");
+    let mut demo = start_demo(
+        None,
+        &[
+            (ENV_TLS_CERT, &cert.to_string_lossy()),
+            (ENV_TLS_KEY, &key.to_string_lossy()),
+        ],
+    );
+    assert!(
+        demo.child
+            .stdout()
+            .contains(&format!("https://{}", demo.addr)),
+        "{}",
+        demo.child.stdout()
+    );
+    let (a, b) = (certificate_der("a"), certificate_der("b"));
+
+    // Ready, over HTTPS + h2, with certificate a.
+    let (mut sender, presented) = h2_connect(demo.addr).await;
+    assert!(presented == a, "certificate a at start");
+    http::poll_until(START_TIMEOUT, "/readyz 200 over TLS", || {
+        let mut sender = sender.clone();
+        async move {
+            let (status, body) = h2_json(&mut sender, "GET", "/readyz", &[]).await;
+            (status == 200 && body["hub"] == "subscribed").then_some(())
+        }
+    })
+    .await;
+    // The demo attacker's stream on that connection: its snapshot, then
+    // the generator's live events (several every ten seconds).
+    let auth = format!("Bearer {}", demo.token);
+    let (status, minted) = h2_json(
+        &mut sender,
+        "POST",
+        http::TICKET_PATH,
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(status, 200, "{minted}");
+    let ticket = minted["ticket"].as_str().expect("ticket");
+    let response = h2_send(
+        &mut sender,
+        "GET",
+        &events_path(&demo.attacker, Some(ticket)),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), hyper::Version::HTTP_2);
+    let mut stream = SseStream::from_response(response, sender.clone());
+    stream.expect_snapshot().await;
+    let before = stream.next_event(Duration::from_secs(20)).await;
+    assert!(!before.id.is_empty(), "a live frame: {before:?}");
+
+    // The renewal: new files in place, then SIGHUP. New connections get
+    // certificate b (once the process has handled the signal).
+    install("b");
+    demo.child.signal(Signal::Hup).expect("SIGHUP");
+    http::poll_until(
+        Duration::from_secs(10),
+        "certificate b on a new connection",
+        || async { (h2_connect(demo.addr).await.1 == b).then_some(()) },
+    )
+    .await;
+    assert!(
+        demo.child
+            .stderr()
+            .contains("SIGHUP: TLS certificate reloaded"),
+        "{}",
+        demo.child.stderr()
+    );
+    // The stream opened under certificate a goes on, on its connection,
+    // which also still takes new requests.
+    let after = stream.next_event(Duration::from_secs(20)).await;
+    assert_ne!(after.id, before.id, "a new live frame after the reload");
+    let (status, _) = h2_json(&mut sender, "GET", "/healthz", &[]).await;
+    assert_eq!(status, 200);
+
+    // A bad renewal: logged, certificate b stays, nothing ends.
+    std::fs::write(&key, "not a key").expect("write");
+    demo.child.signal(Signal::Hup).expect("SIGHUP");
+    http::poll_until(Duration::from_secs(10), "the refusal logged", || async {
+        demo.child
+            .stderr()
+            .contains("SIGHUP: TLS certificate not reloaded")
+            .then_some(())
+    })
+    .await;
+    assert!(h2_connect(demo.addr).await.1 == b, "certificate b stays");
+    let last = stream.next_event(Duration::from_secs(20)).await;
+    assert_ne!(last.id, after.id);
+    assert!(demo.child.try_exit().is_none(), "{}", demo.child.stderr());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What a demo logged on stderr, and the secrets it was given.
+struct DemoLog {
+    stderr: String,
+    token: String,
+    ticket: String,
+    attacker: String,
+}
+
+/// The demo with `DECNET_LOG_FORMAT=<format>`, sent a 200, a 401 and a
+/// stream open (a ticket minted, the stream read to its snapshot), then
+/// SIGTERM.
+async fn logs_of_a_demo(format: &str) -> DemoLog {
+    let mut demo = start_demo(None, &[("DECNET_LOG_FORMAT", format)]);
+    demo.wait_ready().await;
+    assert_eq!(
+        http::request(demo.addr, "GET", "/healthz", &[])
+            .await
+            .status,
+        200
+    );
+    http::request(demo.addr, "GET", "/api/v1/identities/events", &[])
+        .await
+        .assert_401();
+    let (stream, _) = demo.stream().await;
+    drop(stream);
+    let status = demo
+        .child
+        .terminate(Duration::from_secs(15))
+        .expect("SIGTERM");
+    assert!(
+        status.success(),
+        "{status}\nstderr:\n{}",
+        demo.child.stderr()
+    );
+    let ticket = demo.last_ticket.clone().expect("a ticket was minted");
+    DemoLog {
+        stderr: demo.child.stderr(),
+        token: demo.token,
+        ticket,
+        attacker: demo.attacker,
+    }
+}
+
+/// One access-log record: (method, path, status), and the names of its
+/// fields beyond timestamp, level, target and message.
+type AccessRecord = ((String, String, String), Vec<String>);
+
+/// The target of the access log.
+const ACCESS_TARGET: &str = "decnet_events::access";
+/// The levels a line may have.
+const LEVELS: [&str; 5] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
+
+/// `2026-12-02T07:20:17.123456Z`: the timestamp both formats write.
+fn is_rfc3339_utc(text: &str) -> bool {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .is_ok_and(|t| t.offset().is_utc())
+}
+
+/// Every line of a JSON log: one object with a timestamp, a level, a target
+/// and a message. Its (target, message) pairs and access records.
+fn parse_json_log(log: &str) -> (BTreeSet<(String, String)>, Vec<AccessRecord>) {
+    let (mut messages, mut access) = (BTreeSet::new(), Vec::new());
+    for line in log.lines() {
+        let object: serde_json::Map<String, Value> = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line:?}"));
+        let text = |key: &str| match object.get(key) {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => panic!("no {key:?}: {line}"),
+        };
+        assert!(is_rfc3339_utc(&text("timestamp")), "{line}");
+        assert!(LEVELS.contains(&text("level").as_str()), "{line}");
+        let (target, message) = (text("target"), text("message"));
+        if target == ACCESS_TARGET {
+            let mut names: Vec<String> = object
+                .keys()
+                // The span list is the text format's prefix, not a field.
+                .filter(|k| {
+                    !["timestamp", "level", "target", "message", "spans"].contains(&k.as_str())
+                })
+                .cloned()
+                .collect();
+            names.sort();
+            access.push(((text("method"), text("path"), text("status")), names));
+        }
+        messages.insert((target, message));
+    }
+    (messages, access)
+}
+
+/// Every line of a text log: `<timestamp> <LEVEL> [<spans>: ]<target>:
+/// <message> [<name>=<value> ...]`, no terminal colours. Its (target,
+/// message) pairs and access records.
+fn parse_text_log(log: &str) -> (BTreeSet<(String, String)>, Vec<AccessRecord>) {
+    let (mut messages, mut access) = (BTreeSet::new(), Vec::new());
+    for line in log.lines() {
+        assert!(
+            !line.contains('\u{1b}'),
+            "terminal colours in a log: {line:?}"
+        );
+        let (timestamp, rest) = line.split_once(' ').unwrap_or((line, ""));
+        assert!(is_rfc3339_utc(timestamp), "{line:?}");
+        let (level, rest) = rest.trim_start().split_once(' ').unwrap_or((rest, ""));
+        assert!(LEVELS.contains(&level), "{line:?}");
+        let (target, rest) =
+            text_target(rest).unwrap_or_else(|| panic!("no `target: ` in {line:?}"));
+        // The message: the words before the first `name=value`.
+        let words: Vec<&str> = rest.split(' ').collect();
+        let split = words
+            .iter()
+            .position(|w| w.contains('='))
+            .unwrap_or(words.len());
+        let message = words[..split].join(" ");
+        if target == ACCESS_TARGET {
+            let fields: BTreeMap<&str, &str> = words[split..]
+                .iter()
+                .filter_map(|pair| pair.split_once('='))
+                .collect();
+            let field = |key: &str| fields.get(key).map(|v| (*v).to_owned()).unwrap_or_default();
+            let names = fields.keys().map(|k| (*k).to_owned()).collect();
+            access.push(((field("method"), field("path"), field("status")), names));
+        }
+        messages.insert((target.to_owned(), message));
+    }
+    (messages, access)
+}
+
+/// The target of a text log line after its level, and what follows it:
+/// the spans (each `name{fields}`, joined by `:`) come first, then
+/// `<target>: `.
+fn text_target(rest: &str) -> Option<(&str, &str)> {
+    let bytes = rest.as_bytes();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, byte) in bytes.iter().enumerate() {
+        match byte {
+            b'{' => depth += 1,
+            b'}' => depth = depth.saturating_sub(1),
+            b':' if depth == 0 && bytes.get(i + 1) == Some(&b' ') => {
+                let head = &rest[start..i];
+                if !head.contains(['{', '}']) {
+                    return Some((head, &rest[i + 2..]));
+                }
+                start = i + 2;
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_a_line_with_the_fields_of_the_text_logs() {
+    let json = logs_of_a_demo("json").await;
+    let text = logs_of_a_demo("text").await;
+    let (json_messages, json_access) = parse_json_log(&json.stderr);
+    let (text_messages, text_access) = parse_text_log(&text.stderr);
+
+    // The same events in both formats.
+    assert_eq!(json_messages, text_messages);
+    for (log, access) in [(&json, &json_access), (&text, &text_access)] {
+        let mut requests: Vec<(&str, String, &str)> = access
+            .iter()
+            .map(|((method, path, status), _)| (method.as_str(), path.clone(), status.as_str()))
+            .collect();
+        requests.sort();
+        let stream = format!("/api/v1/attackers/{}/events", log.attacker);
+        for request in [
+            ("GET", "/healthz".to_owned(), "200"),
+            ("GET", "/api/v1/identities/events".to_owned(), "401"),
+            ("POST", http::TICKET_PATH.to_owned(), "200"),
+            ("GET", stream, "200"),
+        ] {
+            assert!(
+                requests.contains(&request),
+                "{request:?} not in {requests:?}"
+            );
+        }
+        // The same redaction: the token and the ticket spent are nowhere.
+        assert!(!log.stderr.contains(&log.ticket), "{}", log.stderr);
+        assert!(!log.stderr.contains(&log.token), "{}", log.stderr);
+    }
+    // Every access record has the same fields, in both formats.
+    for (_, names) in json_access.iter().chain(&text_access) {
+        assert_eq!(
+            names,
+            &["latency_ms", "method", "path", "peer", "query", "status"],
+            "{json_access:?}\n{text_access:?}"
         );
     }
 }

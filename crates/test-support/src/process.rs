@@ -65,6 +65,8 @@ pub enum Signal {
     Int,
     /// SIGKILL: stop now.
     Kill,
+    /// SIGHUP: reload (decnet-events re-reads its TLS certificate).
+    Hup,
 }
 
 impl Signal {
@@ -73,6 +75,7 @@ impl Signal {
             Signal::Term => "TERM",
             Signal::Int => "INT",
             Signal::Kill => "KILL",
+            Signal::Hup => "HUP",
         }
     }
 }
