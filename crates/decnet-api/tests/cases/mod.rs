@@ -1616,6 +1616,85 @@ pub(crate) async fn ops_endpoints(world: World) {
     );
 }
 
+/// The settings `vars` give, the rest unset (the binary's reading of them).
+fn settings_from(vars: &[(&str, &str)]) -> decnet_api::settings::Settings {
+    decnet_api::settings::Settings::from_lookup(&|name| {
+        vars.iter()
+            .find(|(var, _)| *var == name)
+            .map(|(_, value)| (*value).to_owned())
+    })
+    .unwrap_or_else(|e| panic!("settings {vars:?}: {e:?}"))
+}
+
+/// `DECNET_CORS_ORIGINS=*` with `DECNET_CORS_ALLOW_WILDCARD=true`, read as
+/// the binary reads them: any origin (`null` too) is answered
+/// `Access-Control-Allow-Origin: *`, preflight and stream alike, never with
+/// credentials.
+pub(crate) async fn cors_wildcard(world: World) {
+    let cors = settings_from(&[
+        ("DECNET_CORS_ORIGINS", "*"),
+        ("DECNET_CORS_ALLOW_WILDCARD", "true"),
+    ])
+    .app
+    .cors;
+    let server = world.server_with(|s| s.app.cors = cors).await;
+    let assert_star = |response: &::http::HeaderMap, what: &str| {
+        assert_eq!(
+            response
+                .get("access-control-allow-origin")
+                .and_then(|v| v.to_str().ok()),
+            Some("*"),
+            "{what}: {response:?}"
+        );
+        assert!(
+            response.get("access-control-allow-credentials").is_none(),
+            "{what}: {response:?}"
+        );
+    };
+    for origin in ["https://anywhere.example", "null"] {
+        let preflight = http::request(
+            server.addr,
+            "OPTIONS",
+            TICKET_PATH,
+            &[
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "authorization"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (preflight.status, preflight.text().as_str()),
+            (200, "OK"),
+            "{origin}"
+        );
+        assert_star(&preflight.headers, origin);
+    }
+
+    let user = world.user("viewer").await;
+    let token = world.token(&user);
+    let attacker = world.attacker(None).await;
+    let origin = ("origin", "https://anywhere.example");
+    let auth = format!("Bearer {token}");
+    let minted = server
+        .request("POST", TICKET_PATH, &[("authorization", &auth), origin])
+        .await;
+    assert_eq!(minted.status, 200, "{}", minted.text());
+    assert_star(&minted.headers, "the ticket");
+    let ticket = minted.json()["ticket"].as_str().expect("ticket").to_owned();
+    let mut stream = SseStream::open(
+        server.addr,
+        &events_path(&attacker, Some(&ticket)),
+        &[origin],
+    )
+    .await;
+    assert_star(&stream.headers, "the stream");
+    stream.expect_snapshot().await;
+    let event = observation_event(&attacker, "motor.cors_wildcard", json!(1));
+    let frame = deliver(&world.bus, &mut stream, &event).await;
+    assert_live_frame(&frame, &event, "observation");
+}
+
 // ---------------------------------------------------------------------------
 // 7. Session expiry and revocation
 // ---------------------------------------------------------------------------
