@@ -1695,6 +1695,127 @@ pub(crate) async fn cors_wildcard(world: World) {
     assert_live_frame(&frame, &event, "observation");
 }
 
+/// The access-log lines `logs` holds for requests whose query carries
+/// `probe=<marker>-<n>`: the `n`s, in order.
+fn logged_probes(logs: &LogCapture, marker: &str) -> Vec<String> {
+    let needle = format!("probe={marker}-");
+    logs.text()
+        .lines()
+        .filter(|line| line.contains("decnet_events::access"))
+        .filter_map(|line| {
+            let (_, rest) = line.split_once(&needle)?;
+            Some(
+                rest.split(|c: char| !c.is_ascii_alphanumeric())
+                    .next()?
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `DECNET_ACCESS_LOG_SAMPLE`, `DECNET_ACCESS_LOG_SKIP` and
+/// `DECNET_ACCESS_LOG=false`, read as the binary reads them, in the log a
+/// subscriber captures: one request in N (errors always), skipped routes
+/// never (errors included), nothing at all when off.
+pub(crate) async fn access_log_controls(world: World) {
+    let (logs, _logging) = LogCapture::start();
+    let settings = settings_from(&[
+        ("DECNET_ACCESS_LOG_SAMPLE", "3"),
+        (
+            "DECNET_ACCESS_LOG_SKIP",
+            "/healthz, /api/v1/auth/sse-ticket",
+        ),
+    ]);
+    assert_eq!(settings.app.access_log.every, 3);
+    let server = world
+        .server_with(|s| s.app.access_log = settings.app.access_log)
+        .await;
+    // Seven successes, then three errors: requests 0, 3 and 6 are the
+    // sampled ones; every error is logged whatever its place.
+    for n in 0..7 {
+        let response = server
+            .request("GET", &format!("/readyz?probe=sampled-{n}"), &[])
+            .await;
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    for n in 0..3 {
+        server
+            .request("GET", &format!("/nope?probe=error-{n}"), &[])
+            .await
+            .assert_detail(404, "Not Found");
+    }
+    // Skipped routes, an error among them: never logged.
+    for n in 0..3 {
+        assert_eq!(
+            server
+                .request("GET", &format!("/healthz?probe=skipped-{n}"), &[])
+                .await
+                .status,
+            200
+        );
+    }
+    server
+        .request("POST", &format!("{TICKET_PATH}?probe=skipped-401"), &[])
+        .await
+        .assert_401();
+    // The last request logged is a marker: everything before it is in.
+    server
+        .request("GET", "/nope?probe=fence-0", &[])
+        .await
+        .assert_detail(404, "Not Found");
+    poll_until(Duration::from_secs(5), "the fence in the log", || async {
+        (!logged_probes(&logs, "fence").is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(
+        logged_probes(&logs, "sampled"),
+        ["0", "3", "6"],
+        "{}",
+        logs.text()
+    );
+    assert_eq!(
+        logged_probes(&logs, "error"),
+        ["0", "1", "2"],
+        "{}",
+        logs.text()
+    );
+    assert!(
+        logged_probes(&logs, "skipped").is_empty(),
+        "{}",
+        logs.text()
+    );
+
+    // Off: nothing, errors included; the same requests on a server with
+    // the default log prove the capture sees them.
+    let off = settings_from(&[("DECNET_ACCESS_LOG", "false")])
+        .app
+        .access_log;
+    assert!(!off.enabled);
+    let quiet = world.server_with(|s| s.app.access_log = off).await;
+    let loud = world.server().await;
+    for (marker, server) in [("off", &quiet), ("on", &loud)] {
+        assert_eq!(
+            server
+                .request("GET", &format!("/healthz?probe={marker}-ok"), &[])
+                .await
+                .status,
+            200
+        );
+        server
+            .request("GET", &format!("/nope?probe={marker}-error"), &[])
+            .await
+            .assert_detail(404, "Not Found");
+    }
+    poll_until(
+        Duration::from_secs(5),
+        "the default log's lines",
+        || async { (logged_probes(&logs, "on").len() == 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(logged_probes(&logs, "on"), ["ok", "error"]);
+    assert!(logged_probes(&logs, "off").is_empty(), "{}", logs.text());
+}
+
 // ---------------------------------------------------------------------------
 // 7. Session expiry and revocation
 // ---------------------------------------------------------------------------
