@@ -5,7 +5,7 @@
 //! become metric labels; an `exp` beyond the clock does not panic; the ops
 //! endpoints can leave the public listener.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use decnet_repo::prelude::*;
 use decnet_repo::{Attacker, MemoryRepository, User};
 use decnet_stream::{HubConfig, StreamHub, decnet_kinds};
 use serde_json::{Value, json};
+use test_support::http::poll_until;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -194,6 +195,45 @@ async fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
+/// A keep-alive connection from `from` that the server has answered, so
+/// holds; `None` when the server closed it (at accept).
+async fn try_hold(addr: SocketAddr, from: IpAddr) -> Option<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(from, 0))
+        .expect("bind the client address");
+    let mut stream = socket.connect(addr).await.ok()?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .ok()?;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.ends_with(br#"{"status":"ok"}"#) {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buf[..n]),
+            _ => return None,
+        }
+    }
+    Some(stream)
+}
+
+/// A connection from `from` the server holds, once the server has a slot
+/// for it (a slot another connection frees is freed when its task ends,
+/// just after its socket closes).
+async fn hold(addr: SocketAddr, from: IpAddr) -> TcpStream {
+    poll_until(Duration::from_secs(5), "a held connection", || {
+        try_hold(addr, from)
+    })
+    .await
+}
+
+/// Whether a connection from `from` is closed by the server before it
+/// answers (refused at accept).
+async fn refused(addr: SocketAddr, from: IpAddr) -> bool {
+    try_hold(addr, from).await.is_none()
+}
+
 fn big_payload(n: usize) -> serde_json::Map<String, Value> {
     let Value::Object(map) = json!({"attacker_uuid": ATTACKER, "blob": "x".repeat(n)}) else {
         unreachable!("a literal object")
@@ -359,6 +399,38 @@ async fn lookups_are_rate_limited_and_connections_capped() {
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
         .await;
     assert!(closed_by_server(&mut fourth, Duration::from_secs(5)).await);
+    drop(held);
+    server.shutdown().await;
+}
+
+/// Finding 4: `DECNET_MAX_CONNECTIONS` caps the connections of every
+/// address together, and a closed one frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_per_instance_across_addresses() {
+    let server = Server::start(
+        AppConfig::default(),
+        ServeConfig {
+            max_connections: 3,
+            // Not the per-address cap: each address holds one at most.
+            max_connections_per_ip: 2,
+            ..ServeConfig::default()
+        },
+    )
+    .await;
+    // 127.0.0.0/8 is loopback on Linux: one client address per connection.
+    let from = |n: u8| IpAddr::from([127, 0, 0, n]);
+    let mut held = Vec::new();
+    for n in 2..5 {
+        held.push(hold(server.addr, from(n)).await);
+    }
+    assert!(
+        refused(server.addr, from(5)).await,
+        "a fourth connection, from an address holding none"
+    );
+    // One closes: its slot goes to the next address.
+    held.remove(0);
+    held.push(hold(server.addr, from(5)).await);
+    assert!(refused(server.addr, from(6)).await, "the cap holds again");
     drop(held);
     server.shutdown().await;
 }
