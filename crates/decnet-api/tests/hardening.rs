@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use decnet_api::{App, AppConfig, AppParts, ServeConfig};
 use decnet_auth::{ConnectionLimiter, MemoryTicketStore, TokenVerifier, VerifierConfig};
@@ -16,7 +16,7 @@ use decnet_repo::prelude::*;
 use decnet_repo::{Attacker, MemoryRepository, User};
 use decnet_stream::{HubConfig, StreamHub, decnet_kinds};
 use serde_json::{Value, json};
-use test_support::http::poll_until;
+use test_support::http::{metric, poll_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -28,12 +28,22 @@ struct Server {
     addr: SocketAddr,
     app: App,
     bus: Bus,
+    /// The repository behind the app (to revoke what it holds).
+    repo: MemoryRepository,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Server {
     async fn start(app_config: AppConfig, serve_config: ServeConfig) -> Server {
+        Self::start_with(app_config, serve_config, HubConfig::default()).await
+    }
+
+    async fn start_with(
+        app_config: AppConfig,
+        serve_config: ServeConfig,
+        hub_config: HubConfig,
+    ) -> Server {
         let repo = MemoryRepository::new();
         repo.create_user(&User {
             uuid: USER.into(),
@@ -52,9 +62,9 @@ impl Server {
         })
         .await
         .expect("attacker");
-        let reader: Arc<dyn decnet_repo::Repository> = Arc::new(repo);
+        let reader: Arc<dyn decnet_repo::Repository> = Arc::new(repo.clone());
         let bus = Bus::memory();
-        let hub = StreamHub::start(bus.clone(), decnet_kinds(&reader), HubConfig::default());
+        let hub = StreamHub::start(bus.clone(), decnet_kinds(&reader), hub_config);
         tokio::time::timeout(Duration::from_secs(5), hub.wait_subscribed())
             .await
             .expect("hub subscribed");
@@ -71,10 +81,10 @@ impl Server {
             app_config,
             Vec::new(),
         );
-        Self::serve(app, bus, serve_config).await
+        Self::serve(app, bus, repo, serve_config).await
     }
 
-    async fn serve(app: App, bus: Bus, config: ServeConfig) -> Server {
+    async fn serve(app: App, bus: Bus, repo: MemoryRepository, config: ServeConfig) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -92,6 +102,7 @@ impl Server {
             addr,
             app,
             bus,
+            repo,
             stop: Some(stop),
             task,
         }
@@ -234,6 +245,25 @@ async fn refused(addr: SocketAddr, from: IpAddr) -> bool {
     try_hold(addr, from).await.is_none()
 }
 
+/// Publish 16 KiB events until the stream behind a never-reading client
+/// drops frames: its queue overflowed, so its body is not polled: its
+/// socket is blocked.
+async fn block_the_socket(server: &Server) {
+    poll_until(Duration::from_secs(10), "a blocked stream", || async {
+        for _ in 0..20 {
+            let _ = server
+                .bus
+                .publish("attacker.scored", "scored", big_payload(16 * 1024))
+                .await;
+        }
+        let text = server.app.metrics_text();
+        metric(&text, "decnet_sse_frames_dropped_total")
+            .is_some_and(|n| n >= 1.0)
+            .then_some(())
+    })
+    .await;
+}
+
 fn big_payload(n: usize) -> serde_json::Map<String, Value> {
     let Value::Object(map) = json!({"attacker_uuid": ATTACKER, "blob": "x".repeat(n)}) else {
         unreachable!("a literal object")
@@ -330,6 +360,81 @@ async fn expiry_is_enforced_outside_the_body() {
         opened.elapsed()
     );
     assert!(closed_by_server(&mut stream, Duration::from_secs(5)).await);
+    server.shutdown().await;
+}
+
+/// Finding 2: a client that stops reading cannot outrun its revocation:
+/// once its `jti` is denylisted, the connection task ends the stream within
+/// the revalidation interval and the grace, whatever the body's socket does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_is_enforced_outside_the_body() {
+    let revalidate_every = Duration::from_millis(500);
+    let grace = Duration::from_millis(500);
+    let server = Server::start_with(
+        AppConfig::default(),
+        ServeConfig {
+            // Long enough that only the revocation, not the write timeout, ends it.
+            write_timeout: Duration::from_secs(60),
+            session_end_grace: grace,
+            stream_sndbuf: 8192,
+            ..ServeConfig::default()
+        },
+        HubConfig {
+            revalidate_every,
+            ..HubConfig::default()
+        },
+    )
+    .await;
+    let (token, claims) =
+        decnet_auth::mint_access_token(SECRET, USER, Duration::from_secs(3600)).expect("token");
+    let ticket = server.ticket(&token).await;
+    let mut stream = open_and_never_read(
+        server.addr,
+        &format!("/api/v1/attackers/{ATTACKER}/events?ticket={ticket}"),
+    )
+    .await;
+    let limiter = server.app.limiter().clone();
+    wait_until(Duration::from_secs(5), "the stream to open", || {
+        limiter.active() == 1
+    })
+    .await;
+    block_the_socket(&server).await;
+    assert_eq!(limiter.active(), 1, "the blocked stream is still open");
+
+    server
+        .repo
+        .revoke_token(
+            &claims.jti,
+            USER,
+            UNIX_EPOCH + Duration::from_secs(claims.exp),
+        )
+        .await
+        .expect("revoke the token");
+    let revoked = tokio::time::Instant::now();
+    wait_until(
+        Duration::from_secs(10),
+        "the revoked stream to be dropped",
+        || limiter.active() == 0,
+    )
+    .await;
+    // One revalidation interval, the grace, and scheduling slack: far from
+    // the 60 s write timeout.
+    let budget = revalidate_every + grace + Duration::from_secs(2);
+    assert!(
+        revoked.elapsed() < budget,
+        "{:?} >= {budget:?}",
+        revoked.elapsed()
+    );
+    assert!(closed_by_server(&mut stream, Duration::from_secs(5)).await);
+    // The revoked token mints nothing any more.
+    let (status, _) = request(
+        server.addr,
+        "POST",
+        "/api/v1/auth/sse-ticket",
+        &[("Authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(status, 401);
     server.shutdown().await;
 }
 
@@ -540,7 +645,13 @@ async fn the_ops_endpoints_can_leave_the_public_listener() {
     assert_eq!(request(server.addr, "GET", "/metrics", &[]).await.0, 404);
     assert_eq!(request(server.addr, "GET", "/readyz", &[]).await.0, 404);
     assert_eq!(request(server.addr, "GET", "/healthz", &[]).await.0, 200);
-    let ops = Server::serve(server.app.ops(), server.bus.clone(), ServeConfig::default()).await;
+    let ops = Server::serve(
+        server.app.ops(),
+        server.bus.clone(),
+        server.repo.clone(),
+        ServeConfig::default(),
+    )
+    .await;
     assert_eq!(request(ops.addr, "GET", "/metrics", &[]).await.0, 200);
     assert_eq!(request(ops.addr, "GET", "/readyz", &[]).await.0, 200);
     assert_eq!(
