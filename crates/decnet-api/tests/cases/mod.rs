@@ -1483,6 +1483,49 @@ pub(crate) async fn ops_endpoints(world: World) {
         )
         .await
         .assert_detail(413, "Request body too large");
+    // A body that is not JSON on the ticket endpoint: 415 in DECNET's
+    // plain text, before authentication (its content-type middleware).
+    let response = server
+        .request(
+            "POST",
+            TICKET_PATH,
+            &[("content-type", "text/plain"), ("content-length", "2")],
+        )
+        .await;
+    assert_eq!(
+        (response.status, response.text().as_str()),
+        (
+            415,
+            "Unsupported Media Type — Content-Type must be application/json"
+        )
+    );
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    // The same body typed as JSON reaches authentication.
+    server
+        .request(
+            "POST",
+            TICKET_PATH,
+            &[
+                ("content-type", "application/json"),
+                ("content-length", "2"),
+            ],
+        )
+        .await
+        .assert_401();
+    // A request head over 8 KiB (`ServeConfig::max_head_bytes`): hyper's 431, no body.
+    let filler = "a".repeat(9 * 1024);
+    let response = server
+        .request("GET", "/healthz", &[("x-filler", &filler)])
+        .await;
+    assert_eq!(
+        (response.status, response.text().as_str()),
+        (431, ""),
+        "{:?}",
+        response.headers
+    );
 
     // CORS preflight from the dashboard's origin. Wire change: answered as
     // Starlette's CORSMiddleware does (200 `OK`, its method and header
