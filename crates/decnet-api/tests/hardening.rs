@@ -493,17 +493,19 @@ async fn lookups_are_rate_limited_and_connections_capped() {
     assert_eq!(&statuses[..5], &[404; 5], "{statuses:?}");
     assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
 
-    // Three held connections; the fourth is closed at accept.
+    // Three held connections (each answered, so counted); the fourth is
+    // closed at accept; one closed frees its slot.
+    let local = IpAddr::from([127, 0, 0, 1]);
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(TcpStream::connect(server.addr).await.expect("connect"));
+        held.push(hold(server.addr, local).await);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut fourth = TcpStream::connect(server.addr).await.expect("connect");
-    let _ = fourth
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await;
-    assert!(closed_by_server(&mut fourth, Duration::from_secs(5)).await);
+    assert!(
+        refused(server.addr, local).await,
+        "a fourth from one address"
+    );
+    held.pop();
+    held.push(hold(server.addr, local).await);
     drop(held);
     server.shutdown().await;
 }
