@@ -3,6 +3,15 @@
 //! credentials, methods GET POST PUT PATCH DELETE OPTIONS, request headers
 //! `Authorization`, `Content-Type`, `Last-Event-ID` (plus the CORS-safelisted
 //! ones), max-age 600.
+//!
+//! `DECNET_CORS_ORIGINS=*` (accepted only with `DECNET_CORS_ALLOW_WILDCARD=true`)
+//! is Starlette's `allow_origins=["*"]` without credentials: every answer to
+//! a request with an `Origin` carries `Access-Control-Allow-Origin: *`
+//! (never the reflected origin, never `Vary: Origin`, never
+//! `Access-Control-Allow-Credentials`). Every origin is allowed, `null`
+//! (sandboxed frames, `file:` pages) included: `*` lets a page read the
+//! answer to a request it made with its own Bearer token or ticket, and a
+//! browser exposes no answer to a request with cookies under `*`.
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -24,28 +33,51 @@ const ALLOWED_METHODS: [Method; 6] = [
     Method::OPTIONS,
 ];
 
-/// The allowed dashboard origins (`DECNET_CORS_ORIGINS`). Never a wildcard:
-/// the settings refuse `*`, as DECNET does.
+/// The allowed dashboard origins (`DECNET_CORS_ORIGINS`). An entry `*`
+/// (which the settings accept only with `DECNET_CORS_ALLOW_WILDCARD=true`)
+/// allows any origin, answered `Access-Control-Allow-Origin: *`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cors {
     origins: Vec<String>,
+    /// An entry is `*`: any origin, answered `*`.
+    any: bool,
 }
 
+/// `Access-Control-Allow-Origin` of the wildcard.
+const ANY_ORIGIN: &str = "*";
+
 impl Cors {
-    /// CORS for exactly these origins (`scheme://host[:port]`, no trailing `/`).
+    /// CORS for exactly these origins (`scheme://host[:port]`, no trailing
+    /// `/`), or for any origin when one of them is `*`.
     pub fn new(origins: Vec<String>) -> Self {
-        Self { origins }
+        let any = origins.iter().any(|o| o == ANY_ORIGIN);
+        Self { origins, any }
     }
 
-    /// The allowed origins.
+    /// The allowed origins, as configured (`*` included).
     pub fn origins(&self) -> &[String] {
         &self.origins
     }
 
     fn allowed(&self, origin: &HeaderValue) -> bool {
-        origin
-            .to_str()
-            .is_ok_and(|o| self.origins.iter().any(|allowed| allowed == o))
+        self.any
+            || origin
+                .to_str()
+                .is_ok_and(|o| self.origins.iter().any(|allowed| allowed == o))
+    }
+
+    /// What an allowed `origin` is answered: `*` under the wildcard (the
+    /// answer does not vary by origin), else the origin itself, with
+    /// `Vary: Origin`.
+    fn allow(&self, origin: &HeaderValue, headers: &mut HeaderMap) {
+        if self.any {
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static(ANY_ORIGIN),
+            );
+        } else if self.allowed(origin) {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        }
     }
 
     /// Whether this request is a CORS preflight (`OPTIONS` with an `Origin`
@@ -122,9 +154,11 @@ impl Cors {
             header::ACCESS_CONTROL_MAX_AGE,
             HeaderValue::from_static("600"),
         );
-        h.append(header::VARY, HeaderValue::from_static("Origin"));
-        if let Some(origin) = origin.filter(|o| self.allowed(o)) {
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        if !self.any {
+            h.append(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        if let Some(origin) = origin {
+            self.allow(origin, h);
         }
         response
     }
@@ -135,10 +169,10 @@ impl Cors {
             return;
         };
         let headers = response.headers_mut();
-        headers.append(header::VARY, HeaderValue::from_static("Origin"));
-        if self.allowed(origin) {
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        if !self.any {
+            headers.append(header::VARY, HeaderValue::from_static("Origin"));
         }
+        self.allow(origin, headers);
     }
 }
 
@@ -229,5 +263,62 @@ mod tests {
                 .get("access-control-allow-origin")
                 .is_none()
         );
+    }
+
+    fn wildcard() -> Cors {
+        Cors::new(vec!["*".into()])
+    }
+
+    #[test]
+    fn the_wildcard_allows_any_origin_as_a_star_without_credentials() {
+        for origin in ["https://anywhere.example", "http://localhost:8080", "null"] {
+            let request = headers(&[
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+                (
+                    "access-control-request-headers",
+                    "authorization, last-event-id",
+                ),
+            ]);
+            assert!(wildcard().failures(&request).is_empty(), "{origin}");
+            let response = wildcard().preflight(&request);
+            assert_eq!(response.status(), StatusCode::OK, "{origin}");
+            let h = response.headers();
+            assert_eq!(h["access-control-allow-origin"], "*", "{origin}");
+            assert_eq!(h["access-control-allow-methods"], ALLOW_METHODS);
+            assert_eq!(h["access-control-allow-headers"], ALLOW_HEADERS);
+            assert!(h.get("access-control-allow-credentials").is_none());
+            assert!(h.get("vary").is_none(), "a * answer does not vary");
+
+            let mut response = Response::new(full("x"));
+            wildcard().decorate(&headers(&[("origin", origin)]), &mut response);
+            let h = response.headers();
+            assert_eq!(h["access-control-allow-origin"], "*", "{origin}");
+            assert!(h.get("access-control-allow-credentials").is_none());
+            assert!(h.get("vary").is_none());
+        }
+    }
+
+    #[test]
+    fn the_wildcard_still_refuses_methods_and_headers_and_ignores_origin_less_requests() {
+        let request = headers(&[
+            ("origin", "https://anywhere.example"),
+            ("access-control-request-method", "TRACE"),
+            ("access-control-request-headers", "x-evil"),
+        ]);
+        assert_eq!(wildcard().failures(&request), ["method", "headers"]);
+        assert_eq!(
+            wildcard().preflight(&request).status(),
+            StatusCode::BAD_REQUEST
+        );
+        // A listed origin beside `*` changes nothing: any origin, as `*`.
+        let mixed = Cors::new(vec!["https://a.example".into(), "*".into()]);
+        let mut response = Response::new(full("x"));
+        mixed.decorate(&headers(&[("origin", "https://b.example")]), &mut response);
+        assert_eq!(response.headers()["access-control-allow-origin"], "*");
+        // No Origin, no CORS headers (not a cross-origin request).
+        let mut response = Response::new(full("x"));
+        wildcard().decorate(&HeaderMap::new(), &mut response);
+        assert!(response.headers().is_empty());
     }
 }

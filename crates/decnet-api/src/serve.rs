@@ -364,3 +364,132 @@ where
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use decnet_auth::MemoryTicketStore;
+    use decnet_bus::Bus;
+    use decnet_repo::MemoryRepository;
+    use test_support::http::poll_until;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::assemble::Backends;
+    use crate::demo::{DEMO_ATTACKER, DEMO_USER};
+    use crate::settings::Settings;
+
+    const SECRET: &[u8] = b"serve-unit-test-secret-of-32-bytes!!";
+
+    /// The demo's rows on the memory backends, as the binary assembles them.
+    async fn demo_app() -> App {
+        let repo = MemoryRepository::new();
+        crate::demo::seed(&repo).await.expect("seed the demo rows");
+        let app = App::from_settings(
+            &Settings::default(),
+            Backends {
+                repository: Arc::new(repo),
+                bus: Bus::memory(),
+                tickets: Arc::new(MemoryTicketStore::default()),
+                secret: SECRET.to_vec(),
+            },
+        );
+        tokio::time::timeout(Duration::from_secs(5), app.hub().wait_subscribed())
+            .await
+            .expect("the hub subscribes");
+        app
+    }
+
+    /// Finding 1, read back from the server's own socket: an accepted
+    /// connection gets TCP keepalive (the configured idle time, 3 probes
+    /// 10 s apart) and `TCP_USER_TIMEOUT` = the write timeout; its send
+    /// buffer is capped once it carries a stream, not before.
+    #[tokio::test]
+    async fn accepted_sockets_get_keepalive_user_timeout_and_a_capped_send_buffer() {
+        let config = ServeConfig {
+            write_timeout: Duration::from_secs(7),
+            tcp_keepalive: Duration::from_secs(21),
+            stream_sndbuf: 40_000,
+            ..ServeConfig::default()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let (client, accepted) = tokio::join!(
+            TcpStream::connect(listener.local_addr().expect("addr")),
+            listener.accept()
+        );
+        let mut client = client.expect("connect");
+        let (stream, peer) = accepted.expect("accept");
+        // The same kernel socket under a second descriptor: still readable
+        // once the connection task owns `stream`.
+        let socket = socket2::SockRef::from(&stream)
+            .try_clone()
+            .expect("dup the server's socket");
+        tune(&stream, &config);
+        assert!(socket.tcp_nodelay().expect("TCP_NODELAY"));
+        assert!(socket.keepalive().expect("SO_KEEPALIVE"));
+        assert_eq!(
+            socket.tcp_keepalive_time().expect("TCP_KEEPIDLE"),
+            Duration::from_secs(21)
+        );
+        assert_eq!(
+            socket.tcp_keepalive_interval().expect("TCP_KEEPINTVL"),
+            Duration::from_secs(10)
+        );
+        assert_eq!(socket.tcp_keepalive_retries().expect("TCP_KEEPCNT"), 3);
+        assert_eq!(
+            socket.tcp_user_timeout().expect("TCP_USER_TIMEOUT"),
+            Some(Duration::from_secs(7))
+        );
+        // Linux reports twice the size asked for (socket(7)).
+        let capped = 2 * config.stream_sndbuf;
+        assert_ne!(
+            socket.send_buffer_size().expect("SO_SNDBUF"),
+            capped,
+            "capped before any stream"
+        );
+
+        // Served as `serve` serves it, a stream opens on it.
+        let app = demo_app().await;
+        let holds = Arc::new(Mutex::new(Holds::default()));
+        let held = hold(&holds, peer.ip(), &config).expect("a free slot");
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let served = Arc::new(Served::new(app.clone(), config));
+        let task = tokio::spawn(connection(served, stream, peer, graceful.watcher(), held));
+        let (token, _) = decnet_auth::mint_access_token(SECRET, DEMO_USER, Duration::from_secs(60))
+            .expect("token");
+        let head = format!(
+            "GET /api/v1/attackers/{DEMO_ATTACKER}/events HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        client.write_all(head.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = client.read(&mut buf).await.expect("read");
+                assert!(n > 0, "closed before the response head");
+                answer.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await
+        .expect("the stream's head in time");
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        poll_until(Duration::from_secs(5), "the capped send buffer", || {
+            let size = socket.send_buffer_size().expect("SO_SNDBUF");
+            async move { (size == capped).then_some(()) }
+        })
+        .await;
+        assert_eq!(
+            socket.tcp_user_timeout().expect("TCP_USER_TIMEOUT"),
+            Some(Duration::from_secs(7))
+        );
+        assert!(socket.keepalive().expect("SO_KEEPALIVE"));
+        drop(client);
+        task.abort();
+        app.hub().shutdown();
+    }
+}

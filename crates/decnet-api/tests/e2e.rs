@@ -114,7 +114,7 @@ mod memory {
         crate::cases::repository_unavailable(Backend::Memory).await;
     }
 
-    matrix!(Backend::Memory; open_rate_limit);
+    matrix!(Backend::Memory; open_rate_limit, cors_wildcard, access_log_controls);
     kind_cases!(matrix, Backend::Memory);
 }
 

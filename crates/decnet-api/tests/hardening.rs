@@ -5,9 +5,9 @@
 //! become metric labels; an `exp` beyond the clock does not panic; the ops
 //! endpoints can leave the public listener.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use decnet_api::{App, AppConfig, AppParts, ServeConfig};
 use decnet_auth::{ConnectionLimiter, MemoryTicketStore, TokenVerifier, VerifierConfig};
@@ -16,6 +16,7 @@ use decnet_repo::prelude::*;
 use decnet_repo::{Attacker, MemoryRepository, User};
 use decnet_stream::{HubConfig, StreamHub, decnet_kinds};
 use serde_json::{Value, json};
+use test_support::http::{metric, poll_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -27,12 +28,22 @@ struct Server {
     addr: SocketAddr,
     app: App,
     bus: Bus,
+    /// The repository behind the app (to revoke what it holds).
+    repo: MemoryRepository,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Server {
     async fn start(app_config: AppConfig, serve_config: ServeConfig) -> Server {
+        Self::start_with(app_config, serve_config, HubConfig::default()).await
+    }
+
+    async fn start_with(
+        app_config: AppConfig,
+        serve_config: ServeConfig,
+        hub_config: HubConfig,
+    ) -> Server {
         let repo = MemoryRepository::new();
         repo.create_user(&User {
             uuid: USER.into(),
@@ -51,9 +62,9 @@ impl Server {
         })
         .await
         .expect("attacker");
-        let reader: Arc<dyn decnet_repo::Repository> = Arc::new(repo);
+        let reader: Arc<dyn decnet_repo::Repository> = Arc::new(repo.clone());
         let bus = Bus::memory();
-        let hub = StreamHub::start(bus.clone(), decnet_kinds(&reader), HubConfig::default());
+        let hub = StreamHub::start(bus.clone(), decnet_kinds(&reader), hub_config);
         tokio::time::timeout(Duration::from_secs(5), hub.wait_subscribed())
             .await
             .expect("hub subscribed");
@@ -70,10 +81,10 @@ impl Server {
             app_config,
             Vec::new(),
         );
-        Self::serve(app, bus, serve_config).await
+        Self::serve(app, bus, repo, serve_config).await
     }
 
-    async fn serve(app: App, bus: Bus, config: ServeConfig) -> Server {
+    async fn serve(app: App, bus: Bus, repo: MemoryRepository, config: ServeConfig) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -91,6 +102,7 @@ impl Server {
             addr,
             app,
             bus,
+            repo,
             stop: Some(stop),
             task,
         }
@@ -194,6 +206,64 @@ async fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
+/// A keep-alive connection from `from` that the server has answered, so
+/// holds; `None` when the server closed it (at accept).
+async fn try_hold(addr: SocketAddr, from: IpAddr) -> Option<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(from, 0))
+        .expect("bind the client address");
+    let mut stream = socket.connect(addr).await.ok()?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .ok()?;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.ends_with(br#"{"status":"ok"}"#) {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buf[..n]),
+            _ => return None,
+        }
+    }
+    Some(stream)
+}
+
+/// A connection from `from` the server holds, once the server has a slot
+/// for it (a slot another connection frees is freed when its task ends,
+/// just after its socket closes).
+async fn hold(addr: SocketAddr, from: IpAddr) -> TcpStream {
+    poll_until(Duration::from_secs(5), "a held connection", || {
+        try_hold(addr, from)
+    })
+    .await
+}
+
+/// Whether a connection from `from` is closed by the server before it
+/// answers (refused at accept).
+async fn refused(addr: SocketAddr, from: IpAddr) -> bool {
+    try_hold(addr, from).await.is_none()
+}
+
+/// Publish 16 KiB events until the stream behind a never-reading client
+/// drops frames: its queue overflowed, so its body is not polled: its
+/// socket is blocked.
+async fn block_the_socket(server: &Server) {
+    poll_until(Duration::from_secs(10), "a blocked stream", || async {
+        for _ in 0..20 {
+            let _ = server
+                .bus
+                .publish("attacker.scored", "scored", big_payload(16 * 1024))
+                .await;
+        }
+        let text = server.app.metrics_text();
+        metric(&text, "decnet_sse_frames_dropped_total")
+            .is_some_and(|n| n >= 1.0)
+            .then_some(())
+    })
+    .await;
+}
+
 fn big_payload(n: usize) -> serde_json::Map<String, Value> {
     let Value::Object(map) = json!({"attacker_uuid": ATTACKER, "blob": "x".repeat(n)}) else {
         unreachable!("a literal object")
@@ -293,6 +363,81 @@ async fn expiry_is_enforced_outside_the_body() {
     server.shutdown().await;
 }
 
+/// Finding 2: a client that stops reading cannot outrun its revocation:
+/// once its `jti` is denylisted, the connection task ends the stream within
+/// the revalidation interval and the grace, whatever the body's socket does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_is_enforced_outside_the_body() {
+    let revalidate_every = Duration::from_millis(500);
+    let grace = Duration::from_millis(500);
+    let server = Server::start_with(
+        AppConfig::default(),
+        ServeConfig {
+            // Long enough that only the revocation, not the write timeout, ends it.
+            write_timeout: Duration::from_secs(60),
+            session_end_grace: grace,
+            stream_sndbuf: 8192,
+            ..ServeConfig::default()
+        },
+        HubConfig {
+            revalidate_every,
+            ..HubConfig::default()
+        },
+    )
+    .await;
+    let (token, claims) =
+        decnet_auth::mint_access_token(SECRET, USER, Duration::from_secs(3600)).expect("token");
+    let ticket = server.ticket(&token).await;
+    let mut stream = open_and_never_read(
+        server.addr,
+        &format!("/api/v1/attackers/{ATTACKER}/events?ticket={ticket}"),
+    )
+    .await;
+    let limiter = server.app.limiter().clone();
+    wait_until(Duration::from_secs(5), "the stream to open", || {
+        limiter.active() == 1
+    })
+    .await;
+    block_the_socket(&server).await;
+    assert_eq!(limiter.active(), 1, "the blocked stream is still open");
+
+    server
+        .repo
+        .revoke_token(
+            &claims.jti,
+            USER,
+            UNIX_EPOCH + Duration::from_secs(claims.exp),
+        )
+        .await
+        .expect("revoke the token");
+    let revoked = tokio::time::Instant::now();
+    wait_until(
+        Duration::from_secs(10),
+        "the revoked stream to be dropped",
+        || limiter.active() == 0,
+    )
+    .await;
+    // One revalidation interval, the grace, and scheduling slack: far from
+    // the 60 s write timeout.
+    let budget = revalidate_every + grace + Duration::from_secs(2);
+    assert!(
+        revoked.elapsed() < budget,
+        "{:?} >= {budget:?}",
+        revoked.elapsed()
+    );
+    assert!(closed_by_server(&mut stream, Duration::from_secs(5)).await);
+    // The revoked token mints nothing any more.
+    let (status, _) = request(
+        server.addr,
+        "POST",
+        "/api/v1/auth/sse-ticket",
+        &[("Authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(status, 401);
+    server.shutdown().await;
+}
+
 /// Finding 3: live tickets are capped per user (429 with a detail).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ticket_flood_is_refused_per_user() {
@@ -348,17 +493,51 @@ async fn lookups_are_rate_limited_and_connections_capped() {
     assert_eq!(&statuses[..5], &[404; 5], "{statuses:?}");
     assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
 
-    // Three held connections; the fourth is closed at accept.
+    // Three held connections (each answered, so counted); the fourth is
+    // closed at accept; one closed frees its slot.
+    let local = IpAddr::from([127, 0, 0, 1]);
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(TcpStream::connect(server.addr).await.expect("connect"));
+        held.push(hold(server.addr, local).await);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut fourth = TcpStream::connect(server.addr).await.expect("connect");
-    let _ = fourth
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await;
-    assert!(closed_by_server(&mut fourth, Duration::from_secs(5)).await);
+    assert!(
+        refused(server.addr, local).await,
+        "a fourth from one address"
+    );
+    held.pop();
+    held.push(hold(server.addr, local).await);
+    drop(held);
+    server.shutdown().await;
+}
+
+/// Finding 4: `DECNET_MAX_CONNECTIONS` caps the connections of every
+/// address together, and a closed one frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_per_instance_across_addresses() {
+    let server = Server::start(
+        AppConfig::default(),
+        ServeConfig {
+            max_connections: 3,
+            // Not the per-address cap: each address holds one at most.
+            max_connections_per_ip: 2,
+            ..ServeConfig::default()
+        },
+    )
+    .await;
+    // 127.0.0.0/8 is loopback on Linux: one client address per connection.
+    let from = |n: u8| IpAddr::from([127, 0, 0, n]);
+    let mut held = Vec::new();
+    for n in 2..5 {
+        held.push(hold(server.addr, from(n)).await);
+    }
+    assert!(
+        refused(server.addr, from(5)).await,
+        "a fourth connection, from an address holding none"
+    );
+    // One closes: its slot goes to the next address.
+    held.remove(0);
+    held.push(hold(server.addr, from(5)).await);
+    assert!(refused(server.addr, from(6)).await, "the cap holds again");
     drop(held);
     server.shutdown().await;
 }
@@ -468,7 +647,13 @@ async fn the_ops_endpoints_can_leave_the_public_listener() {
     assert_eq!(request(server.addr, "GET", "/metrics", &[]).await.0, 404);
     assert_eq!(request(server.addr, "GET", "/readyz", &[]).await.0, 404);
     assert_eq!(request(server.addr, "GET", "/healthz", &[]).await.0, 200);
-    let ops = Server::serve(server.app.ops(), server.bus.clone(), ServeConfig::default()).await;
+    let ops = Server::serve(
+        server.app.ops(),
+        server.bus.clone(),
+        server.repo.clone(),
+        ServeConfig::default(),
+    )
+    .await;
     assert_eq!(request(ops.addr, "GET", "/metrics", &[]).await.0, 200);
     assert_eq!(request(ops.addr, "GET", "/readyz", &[]).await.0, 200);
     assert_eq!(

@@ -1748,7 +1748,26 @@ mod pg {
                 let repo = repo.clone();
                 async move { repo.user_by_uuid("u1").await }
             });
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Until the blocked call waits on the lock (so holds the pool's
+            // connection): its lock request is in pg_locks, not granted.
+            let locked = &tx;
+            test_support::http::poll_until(
+                Duration::from_secs(5),
+                "the call blocked on the lock",
+                || async move {
+                    let waiting: i64 = locked
+                        .query_one(
+                            "SELECT count(*) FROM pg_locks \
+                             WHERE relation = 'users'::regclass AND NOT granted",
+                            &[],
+                        )
+                        .await
+                        .unwrap()
+                        .get(0);
+                    (waiting >= 1).then_some(())
+                },
+            )
+            .await;
 
             let started = Instant::now();
             let err = repo.ping().await;

@@ -1483,6 +1483,49 @@ pub(crate) async fn ops_endpoints(world: World) {
         )
         .await
         .assert_detail(413, "Request body too large");
+    // A body that is not JSON on the ticket endpoint: 415 in DECNET's
+    // plain text, before authentication (its content-type middleware).
+    let response = server
+        .request(
+            "POST",
+            TICKET_PATH,
+            &[("content-type", "text/plain"), ("content-length", "2")],
+        )
+        .await;
+    assert_eq!(
+        (response.status, response.text().as_str()),
+        (
+            415,
+            "Unsupported Media Type — Content-Type must be application/json"
+        )
+    );
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    // The same body typed as JSON reaches authentication.
+    server
+        .request(
+            "POST",
+            TICKET_PATH,
+            &[
+                ("content-type", "application/json"),
+                ("content-length", "2"),
+            ],
+        )
+        .await
+        .assert_401();
+    // A request head over 8 KiB (`ServeConfig::max_head_bytes`): hyper's 431, no body.
+    let filler = "a".repeat(9 * 1024);
+    let response = server
+        .request("GET", "/healthz", &[("x-filler", &filler)])
+        .await;
+    assert_eq!(
+        (response.status, response.text().as_str()),
+        (431, ""),
+        "{:?}",
+        response.headers
+    );
 
     // CORS preflight from the dashboard's origin. Wire change: answered as
     // Starlette's CORSMiddleware does (200 `OK`, its method and header
@@ -1614,6 +1657,206 @@ pub(crate) async fn ops_endpoints(world: World) {
         !log.contains(&world.secret),
         "the secret was logged:\n{log}"
     );
+}
+
+/// The settings `vars` give, the rest unset (the binary's reading of them).
+fn settings_from(vars: &[(&str, &str)]) -> decnet_api::settings::Settings {
+    decnet_api::settings::Settings::from_lookup(&|name| {
+        vars.iter()
+            .find(|(var, _)| *var == name)
+            .map(|(_, value)| (*value).to_owned())
+    })
+    .unwrap_or_else(|e| panic!("settings {vars:?}: {e:?}"))
+}
+
+/// `DECNET_CORS_ORIGINS=*` with `DECNET_CORS_ALLOW_WILDCARD=true`, read as
+/// the binary reads them: any origin (`null` too) is answered
+/// `Access-Control-Allow-Origin: *`, preflight and stream alike, never with
+/// credentials.
+pub(crate) async fn cors_wildcard(world: World) {
+    let cors = settings_from(&[
+        ("DECNET_CORS_ORIGINS", "*"),
+        ("DECNET_CORS_ALLOW_WILDCARD", "true"),
+    ])
+    .app
+    .cors;
+    let server = world.server_with(|s| s.app.cors = cors).await;
+    let assert_star = |response: &::http::HeaderMap, what: &str| {
+        assert_eq!(
+            response
+                .get("access-control-allow-origin")
+                .and_then(|v| v.to_str().ok()),
+            Some("*"),
+            "{what}: {response:?}"
+        );
+        assert!(
+            response.get("access-control-allow-credentials").is_none(),
+            "{what}: {response:?}"
+        );
+    };
+    for origin in ["https://anywhere.example", "null"] {
+        let preflight = http::request(
+            server.addr,
+            "OPTIONS",
+            TICKET_PATH,
+            &[
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "authorization"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (preflight.status, preflight.text().as_str()),
+            (200, "OK"),
+            "{origin}"
+        );
+        assert_star(&preflight.headers, origin);
+    }
+
+    let user = world.user("viewer").await;
+    let token = world.token(&user);
+    let attacker = world.attacker(None).await;
+    let origin = ("origin", "https://anywhere.example");
+    let auth = format!("Bearer {token}");
+    let minted = server
+        .request("POST", TICKET_PATH, &[("authorization", &auth), origin])
+        .await;
+    assert_eq!(minted.status, 200, "{}", minted.text());
+    assert_star(&minted.headers, "the ticket");
+    let ticket = minted.json()["ticket"].as_str().expect("ticket").to_owned();
+    let mut stream = SseStream::open(
+        server.addr,
+        &events_path(&attacker, Some(&ticket)),
+        &[origin],
+    )
+    .await;
+    assert_star(&stream.headers, "the stream");
+    stream.expect_snapshot().await;
+    let event = observation_event(&attacker, "motor.cors_wildcard", json!(1));
+    let frame = deliver(&world.bus, &mut stream, &event).await;
+    assert_live_frame(&frame, &event, "observation");
+}
+
+/// The access-log lines `logs` holds for requests whose query carries
+/// `probe=<marker>-<n>`: the `n`s, in order.
+fn logged_probes(logs: &LogCapture, marker: &str) -> Vec<String> {
+    let needle = format!("probe={marker}-");
+    logs.text()
+        .lines()
+        .filter(|line| line.contains("decnet_events::access"))
+        .filter_map(|line| {
+            let (_, rest) = line.split_once(&needle)?;
+            Some(
+                rest.split(|c: char| !c.is_ascii_alphanumeric())
+                    .next()?
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `DECNET_ACCESS_LOG_SAMPLE`, `DECNET_ACCESS_LOG_SKIP` and
+/// `DECNET_ACCESS_LOG=false`, read as the binary reads them, in the log a
+/// subscriber captures: one request in N (errors always), skipped routes
+/// never (errors included), nothing at all when off.
+pub(crate) async fn access_log_controls(world: World) {
+    let (logs, _logging) = LogCapture::start();
+    let settings = settings_from(&[
+        ("DECNET_ACCESS_LOG_SAMPLE", "3"),
+        (
+            "DECNET_ACCESS_LOG_SKIP",
+            "/healthz, /api/v1/auth/sse-ticket",
+        ),
+    ]);
+    assert_eq!(settings.app.access_log.every, 3);
+    let server = world
+        .server_with(|s| s.app.access_log = settings.app.access_log)
+        .await;
+    // Seven successes, then three errors: requests 0, 3 and 6 are the
+    // sampled ones; every error is logged whatever its place.
+    for n in 0..7 {
+        let response = server
+            .request("GET", &format!("/readyz?probe=sampled-{n}"), &[])
+            .await;
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    for n in 0..3 {
+        server
+            .request("GET", &format!("/nope?probe=error-{n}"), &[])
+            .await
+            .assert_detail(404, "Not Found");
+    }
+    // Skipped routes, an error among them: never logged.
+    for n in 0..3 {
+        assert_eq!(
+            server
+                .request("GET", &format!("/healthz?probe=skipped-{n}"), &[])
+                .await
+                .status,
+            200
+        );
+    }
+    server
+        .request("POST", &format!("{TICKET_PATH}?probe=skipped-401"), &[])
+        .await
+        .assert_401();
+    // The last request logged is a marker: everything before it is in.
+    server
+        .request("GET", "/nope?probe=fence-0", &[])
+        .await
+        .assert_detail(404, "Not Found");
+    poll_until(Duration::from_secs(5), "the fence in the log", || async {
+        (!logged_probes(&logs, "fence").is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(
+        logged_probes(&logs, "sampled"),
+        ["0", "3", "6"],
+        "{}",
+        logs.text()
+    );
+    assert_eq!(
+        logged_probes(&logs, "error"),
+        ["0", "1", "2"],
+        "{}",
+        logs.text()
+    );
+    assert!(
+        logged_probes(&logs, "skipped").is_empty(),
+        "{}",
+        logs.text()
+    );
+
+    // Off: nothing, errors included; the same requests on a server with
+    // the default log prove the capture sees them.
+    let off = settings_from(&[("DECNET_ACCESS_LOG", "false")])
+        .app
+        .access_log;
+    assert!(!off.enabled);
+    let quiet = world.server_with(|s| s.app.access_log = off).await;
+    let loud = world.server().await;
+    for (marker, server) in [("off", &quiet), ("on", &loud)] {
+        assert_eq!(
+            server
+                .request("GET", &format!("/healthz?probe={marker}-ok"), &[])
+                .await
+                .status,
+            200
+        );
+        server
+            .request("GET", &format!("/nope?probe={marker}-error"), &[])
+            .await
+            .assert_detail(404, "Not Found");
+    }
+    poll_until(
+        Duration::from_secs(5),
+        "the default log's lines",
+        || async { (logged_probes(&logs, "on").len() == 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(logged_probes(&logs, "on"), ["ok", "error"]);
+    assert!(logged_probes(&logs, "off").is_empty(), "{}", logs.text());
 }
 
 // ---------------------------------------------------------------------------

@@ -332,8 +332,13 @@ pub(crate) async fn unsubscribe_on_drop(harness: &Harness) {
     assert_eq!(event.event_type, "after-drop");
     // Only the second subscription received it.
     assert_eq!(bus.counters().received, 1);
+    // Everyone left. No wait before the next subscription: the drop's
+    // unsubscribe is ordered before it (memory: removed at once; the
+    // broker-backed buses: one command channel to their task, which sends
+    // UNSUB / PUNSUBSCRIBE before the new SUB / PSUBSCRIBE; NATS: a
+    // subscription of its own), so the third is a fresh subscription that
+    // must work as soon as `subscribe` returns.
     drop(second);
-    tokio::time::sleep(Duration::from_millis(50)).await;
     let mut third = subscribe(&bus, &topic).await;
     publish(&bus, &topic, "third", json!({})).await;
     let event = next_event(&mut third, "resubscribed").await;
