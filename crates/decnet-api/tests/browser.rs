@@ -628,3 +628,159 @@ async fn eight_attacker_detail_pages_stream_over_h2_and_stall_over_http1() {
         took.as_secs_f64()
     );
 }
+
+/// The console's prompt for a token from a link, and what the page holds.
+const READ_PROMPT: &str = r#"JSON.stringify({
+  shown: !document.getElementById('prompt').hidden,
+  text: document.getElementById('prompttext').textContent,
+  token: document.getElementById('token').value,
+  referrer: document.referrer,
+})"#;
+
+#[derive(Debug, Deserialize)]
+struct Prompt {
+    shown: bool,
+    text: String,
+    token: String,
+    referrer: String,
+}
+
+/// Read `expression`'s JSON string from `page` into a `T`.
+async fn read<T: serde::de::DeserializeOwned>(page: &mut Cdp, expression: &str) -> T {
+    let text = page.evaluate(expression).await;
+    serde_json::from_str(text.as_str().expect("a JSON string")).expect("the page's state")
+}
+
+/// Finding 9 (issue #10): a `#token=` that comes from another origin's link
+/// opens nothing until the user confirms it; then the stream opens. One
+/// page, plain HTTP/1.1; the link's page is a referrer given to
+/// `Page.navigate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_from_another_origins_link_waits_for_the_users_confirmation() {
+    let Some(binary) = chromium_or_skip("browser: a cross-origin #token") else {
+        return;
+    };
+    let chromium = Chromium::launch(&binary, &[]).await;
+    let mut browser = Cdp::connect(&chromium.browser_ws).await;
+    let front = Front::start(&[], None).await;
+    let (_, token) = front.user(Duration::from_secs(600)).await;
+    let attacker = front.attacker().await;
+    let target = browser
+        .call("Target.createTarget", json!({ "url": "about:blank" }))
+        .await
+        .get("targetId")
+        .and_then(Value::as_str)
+        .expect("a target id")
+        .to_owned();
+    let mut page = Cdp::connect(&chromium.page_ws(&target)).await;
+    for domain in ["Network", "Runtime", "Log"] {
+        page.call(&format!("{domain}.enable"), json!({})).await;
+    }
+    let referrer = "http://links.example/page.html";
+    let url = format!(
+        "http://127.0.0.1:{}/#token={token}&kind=attacker&key={attacker}",
+        front.addr.port()
+    );
+    page.send(
+        "Page.navigate",
+        json!({ "url": url, "referrer": referrer, "referrerPolicy": "unsafeUrl" }),
+    )
+    .await;
+
+    // The console asks, naming the link's origin, and holds the token aside.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let prompt = loop {
+        let loaded: bool = page
+            .evaluate("Boolean(document.getElementById('prompt'))")
+            .await
+            .as_bool()
+            .unwrap_or(false);
+        if loaded {
+            let prompt: Prompt = read(&mut page, READ_PROMPT).await;
+            if prompt.shown {
+                break prompt;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no prompt for the link's token:\n{}",
+            chromium.log_tail()
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(prompt.referrer, referrer, "{prompt:?}");
+    assert!(
+        prompt.text.contains("http://links.example"),
+        "the prompt names the link's origin: {prompt:?}"
+    );
+    assert_eq!(prompt.token, "", "the token is not used yet: {prompt:?}");
+    let state: PageState = read(&mut page, READ_PAGE).await;
+    if let Some(panel) = state.panel("attacker") {
+        assert!(
+            panel.state != "open" && panel.state != "connecting",
+            "{panel:?}"
+        );
+    }
+    // Nothing reached the server: no ticket, no stream, no API request.
+    let metrics = front.app.metrics_text();
+    for series in ["decnet_tickets_minted_total", "decnet_sse_streams_active"] {
+        assert_eq!(
+            test_support::http::metric(&metrics, series),
+            Some(0.0),
+            "{series}"
+        );
+    }
+    let before: Vec<Value> = page.take_events();
+    let api_requests = |events: &[Value]| -> usize {
+        events
+            .iter()
+            .filter(|e| e["method"] == "Network.requestWillBeSent")
+            .filter(|e| {
+                e["params"]["request"]["url"]
+                    .as_str()
+                    .is_some_and(|u| u.contains("/api/v1/"))
+            })
+            .count()
+    };
+    assert_eq!(api_requests(&before), 0, "an API request before the answer");
+
+    // Confirmed: the stream opens and gets live events.
+    let _publisher = Publisher::start(front.bus.clone(), vec![attacker.clone()]);
+    page.evaluate("document.getElementById('promptuse').click()")
+        .await;
+    let deadline = Instant::now() + LIVE_DEADLINE;
+    let state = loop {
+        let state: PageState = read(&mut page, READ_PAGE).await;
+        if state.is_live("attacker") {
+            break state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the confirmed stream is not live: {state:?}\n{}",
+            chromium.log_tail()
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    assert!(state.is_live("attacker"));
+    let after = page.take_events();
+    assert!(api_requests(&after) >= 2, "the ticket and the stream");
+    let errors: Vec<&Value> = before
+        .iter()
+        .chain(&after)
+        .filter(|e| {
+            e["method"] == "Runtime.exceptionThrown"
+                || (e["method"] == "Log.entryAdded" && e["params"]["entry"]["level"] == "error")
+        })
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        test_support::http::metric(&front.app.metrics_text(), "decnet_sse_streams_active"),
+        Some(1.0)
+    );
+    drop(page);
+    drop(browser);
+    front
+        .stop(Duration::from_secs(10))
+        .await
+        .expect("serve() ends cleanly");
+}

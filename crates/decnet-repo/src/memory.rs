@@ -160,18 +160,29 @@ impl AttackerReader for MemoryRepository {
     }
 }
 
+/// At most `limit` of the `rows` `keep` keeps, newest first: by `key` (a
+/// time, then the uuid breaking ties), descending. The `recent_*` readers.
+fn newest<'a, R: Clone + 'a>(
+    rows: impl IntoIterator<Item = &'a R>,
+    keep: impl Fn(&R) -> bool,
+    key: impl Fn(&R) -> (DbTime, &String),
+    limit: u32,
+) -> Vec<R> {
+    let mut rows: Vec<R> = rows.into_iter().filter(|r| keep(r)).cloned().collect();
+    rows.sort_by(|a, b| key(b).cmp(&key(a)));
+    rows.truncate(limit as usize);
+    rows
+}
+
 impl IdentityReader for MemoryRepository {
     fn recent_identities(&self, limit: u32) -> RepoFuture<'_, Vec<IdentityRow>> {
         self.with(move |t| {
-            let mut rows: Vec<IdentityRow> = t
-                .identities
-                .values()
-                .filter(|r| r.merged_into_uuid.is_none())
-                .cloned()
-                .collect();
-            rows.sort_by(|a, b| (b.updated_at, &b.uuid).cmp(&(a.updated_at, &a.uuid)));
-            rows.truncate(limit as usize);
-            Ok(rows)
+            Ok(newest(
+                t.identities.values(),
+                |r| r.merged_into_uuid.is_none(),
+                |r| (r.updated_at, &r.uuid),
+                limit,
+            ))
         })
     }
 }
@@ -179,15 +190,12 @@ impl IdentityReader for MemoryRepository {
 impl CampaignReader for MemoryRepository {
     fn recent_campaigns(&self, limit: u32) -> RepoFuture<'_, Vec<CampaignRow>> {
         self.with(move |t| {
-            let mut rows: Vec<CampaignRow> = t
-                .campaigns
-                .values()
-                .filter(|r| r.merged_into_uuid.is_none())
-                .cloned()
-                .collect();
-            rows.sort_by(|a, b| (b.updated_at, &b.uuid).cmp(&(a.updated_at, &a.uuid)));
-            rows.truncate(limit as usize);
-            Ok(rows)
+            Ok(newest(
+                t.campaigns.values(),
+                |r| r.merged_into_uuid.is_none(),
+                |r| (r.updated_at, &r.uuid),
+                limit,
+            ))
         })
     }
 }
@@ -195,10 +203,12 @@ impl CampaignReader for MemoryRepository {
 impl OrchestratorReader for MemoryRepository {
     fn recent_orchestrator_events(&self, limit: u32) -> RepoFuture<'_, Vec<OrchestratorEventRow>> {
         self.with(move |t| {
-            let mut rows = t.orchestrator_events.clone();
-            rows.sort_by(|a, b| (b.ts, &b.uuid).cmp(&(a.ts, &a.uuid)));
-            rows.truncate(limit as usize);
-            Ok(rows)
+            Ok(newest(
+                &t.orchestrator_events,
+                |_| true,
+                |r| (r.ts, &r.uuid),
+                limit,
+            ))
         })
     }
 }

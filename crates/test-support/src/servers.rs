@@ -1,10 +1,11 @@
 //! Private `nats-server` / `redis-server` / `mariadbd` processes for tests
 //! that kill or restart a broker or a database (never the shared ones).
 //!
-//! Each server listens on 127.0.0.1 on a [`crate::free_port`], is killed
-//! with SIGKILL on [`NatsServer::kill`] / drop, and can be restarted on the
-//! same port (MariaDB on the same data directory too). All run on
-//! [`crate::process::ChildProcess`]. Use them only inside `svc_nats` /
+//! Each server ([`NatsServer`], [`RedisServer`], [`MariadbServer`]: one
+//! [`PrivateServer`] each) listens on 127.0.0.1 on a [`crate::free_port`],
+//! is killed with SIGKILL on [`PrivateServer::kill`] / drop, and can be
+//! restarted on the same port (MariaDB on the same data directory too). All
+//! run on [`crate::process::ChildProcess`]. Use them only inside `svc_nats` /
 //! `svc_redis` / `svc_mysql` tests, after [`crate::require_service!`], so
 //! the same skip policy applies.
 //!
@@ -107,12 +108,106 @@ fn find_binary(env_var: &str, candidates: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-/// A private `nats-server` on its own port.
-pub struct NatsServer {
-    process: Process,
+/// A kind of private server: how its URL starts.
+pub trait ServerKind: std::fmt::Debug {
+    /// The URL up to the host, e.g. `nats://`.
+    const URL_PREFIX: &'static str;
 }
 
-impl NatsServer {
+/// `nats-server`.
+#[derive(Debug)]
+pub struct Nats;
+
+impl ServerKind for Nats {
+    const URL_PREFIX: &'static str = "nats://";
+}
+
+/// `redis-server`, without persistence.
+#[derive(Debug)]
+pub struct Redis;
+
+impl ServerKind for Redis {
+    const URL_PREFIX: &'static str = "redis://";
+}
+
+/// `mariadbd`, with the temporary directory holding its data (removed when
+/// the server is dropped, after the process is killed).
+#[derive(Debug)]
+pub struct Mariadb {
+    dir: PathBuf,
+}
+
+impl ServerKind for Mariadb {
+    const URL_PREFIX: &'static str = "mysql://root@";
+}
+
+impl Drop for Mariadb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One private server process of kind `K` on its own port, killed on drop.
+pub struct PrivateServer<K: ServerKind> {
+    // Dropped first: the process is killed before `kind` cleans up after it.
+    process: Process,
+    kind: K,
+}
+
+impl<K: ServerKind> std::fmt::Debug for PrivateServer<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrivateServer")
+            .field("program", &self.process.program)
+            .field("port", &self.process.port)
+            .field("running", &self.process.child.is_some())
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: ServerKind> PrivateServer<K> {
+    /// Start `process` (see [`Process::start`]).
+    ///
+    /// Started here, not before: a start that panics still drops `kind`.
+    fn started(process: Process, kind: K) -> PrivateServer<K> {
+        let mut server = PrivateServer { process, kind };
+        server.process.start();
+        server
+    }
+
+    /// `<scheme>://127.0.0.1:<port>` (MariaDB's as `root`, no database:
+    /// tests make their own).
+    pub fn url(&self) -> String {
+        format!("{}127.0.0.1:{}", K::URL_PREFIX, self.process.port)
+    }
+
+    /// The port it listens on (kept across restarts).
+    pub fn port(&self) -> u16 {
+        self.process.port
+    }
+
+    /// SIGKILL the server and reap it (no-op when already killed).
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Kill (if running) and start again on the same port (MariaDB: and
+    /// data directory, so databases made before survive).
+    ///
+    /// # Panics
+    ///
+    /// When it cannot listen on the port again within its start timeout
+    /// (10 s; MariaDB's 30 s).
+    pub fn restart(&mut self) {
+        self.process.kill();
+        self.process.start();
+    }
+}
+
+/// A private `nats-server` on its own port.
+pub type NatsServer = PrivateServer<Nats>;
+
+impl PrivateServer<Nats> {
     /// Start `nats-server -a 127.0.0.1 -p <free port>` and wait until it listens.
     ///
     /// # Panics
@@ -143,43 +238,14 @@ impl NatsServer {
             "-p".to_owned(),
             port.to_string(),
         ];
-        let mut process = Process::new(program, args, port);
-        process.start();
-        NatsServer { process }
-    }
-
-    /// `nats://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.process.port)
-    }
-
-    /// The port it listens on (kept across restarts).
-    pub fn port(&self) -> u16 {
-        self.process.port
-    }
-
-    /// SIGKILL the server and reap it (no-op when already killed).
-    pub fn kill(&mut self) {
-        self.process.kill();
-    }
-
-    /// Kill (if running) and start again on the same port.
-    ///
-    /// # Panics
-    ///
-    /// When it cannot listen on the port again within 10 s.
-    pub fn restart(&mut self) {
-        self.process.kill();
-        self.process.start();
+        PrivateServer::started(Process::new(program, args, port), Nats)
     }
 }
 
 /// A private `redis-server` on its own port, without persistence.
-pub struct RedisServer {
-    process: Process,
-}
+pub type RedisServer = PrivateServer<Redis>;
 
-impl RedisServer {
+impl PrivateServer<Redis> {
     /// Start `redis-server --port <free port> --bind 127.0.0.1 --save "" --appendonly no`
     /// and wait until it listens.
     ///
@@ -211,48 +277,18 @@ impl RedisServer {
             "--appendonly".to_owned(),
             "no".to_owned(),
         ];
-        let mut process = Process::new(program, args, port);
-        process.start();
-        RedisServer { process }
-    }
-
-    /// `redis://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.process.port)
-    }
-
-    /// The port it listens on (kept across restarts).
-    pub fn port(&self) -> u16 {
-        self.process.port
-    }
-
-    /// SIGKILL the server and reap it (no-op when already killed).
-    pub fn kill(&mut self) {
-        self.process.kill();
-    }
-
-    /// Kill (if running) and start again on the same port.
-    ///
-    /// # Panics
-    ///
-    /// When it cannot listen on the port again within 10 s.
-    pub fn restart(&mut self) {
-        self.process.kill();
-        self.process.start();
+        PrivateServer::started(Process::new(program, args, port), Redis)
     }
 }
 
 /// A private MariaDB server (`mariadbd`) on its own port and its own
 /// temporary data directory (made with `mariadb-install-db`; root, no
-/// password, over TCP), removed on drop. [`MariadbServer::kill`] is a crash
-/// (SIGKILL); [`MariadbServer::restart`] starts it again on the same port and
+/// password, over TCP), removed on drop. [`PrivateServer::kill`] is a crash
+/// (SIGKILL); [`PrivateServer::restart`] starts it again on the same port and
 /// data directory, so databases made before survive (InnoDB recovers).
-pub struct MariadbServer {
-    process: Process,
-    dir: PathBuf,
-}
+pub type MariadbServer = PrivateServer<Mariadb>;
 
-impl MariadbServer {
+impl PrivateServer<Mariadb> {
     /// Initialise a data directory and start `mariadbd` on a free port.
     ///
     /// # Panics
@@ -315,40 +351,6 @@ impl MariadbServer {
         args.extend(user);
         let mut process = Process::new(program, args, port);
         process.start_timeout = MARIADB_START_TIMEOUT;
-        let mut server = MariadbServer { process, dir };
-        server.process.start();
-        server
-    }
-
-    /// `mysql://root@127.0.0.1:<port>` (no database: tests make their own).
-    pub fn url(&self) -> String {
-        format!("mysql://root@127.0.0.1:{}", self.process.port)
-    }
-
-    /// The port it listens on (kept across restarts).
-    pub fn port(&self) -> u16 {
-        self.process.port
-    }
-
-    /// SIGKILL the server and reap it (no-op when already killed).
-    pub fn kill(&mut self) {
-        self.process.kill();
-    }
-
-    /// Kill (if running) and start again on the same port and data directory.
-    ///
-    /// # Panics
-    ///
-    /// When it cannot listen on the port again within 30 s.
-    pub fn restart(&mut self) {
-        self.process.kill();
-        self.process.start();
-    }
-}
-
-impl Drop for MariadbServer {
-    fn drop(&mut self) {
-        self.process.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        PrivateServer::started(process, Mariadb { dir })
     }
 }
