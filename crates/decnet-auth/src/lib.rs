@@ -86,7 +86,6 @@ mod cache;
 mod limiter;
 mod mint;
 mod roles;
-mod snapshot;
 mod ticket;
 mod verifier;
 
@@ -102,10 +101,7 @@ pub use ticket::{
 };
 #[cfg(feature = "redis")]
 pub use ticket::{RedisTicketConfig, RedisTicketStore};
-pub use verifier::{
-    AuthError, DEFAULT_CACHE_CAPACITY, DEFAULT_SNAPSHOT_CAPACITY, Identity, TokenVerifier,
-    VerifierConfig, VerifierStats,
-};
+pub use verifier::{AuthError, DEFAULT_CACHE_CAPACITY, Identity, TokenVerifier, VerifierConfig};
 
 /// Boxed error source kept inside this crate's errors.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
