@@ -65,21 +65,30 @@ fn resolve(base: &Path, relative: &str) -> Option<PathBuf> {
     Some(out)
 }
 
+/// The absolute-path string literals on `line` that name a place beside
+/// `root` (under its parent directory, outside `root` itself): a sibling
+/// checkout a user's clone does not have.
+fn absolute_paths_beside(line: &str, root: &Path) -> Vec<String> {
+    let Some(parent) = root.parent().filter(|p| p.parent().is_some()) else {
+        return Vec::new();
+    };
+    literals(line)
+        .filter(|l| Path::new(l).starts_with(parent) && !Path::new(l).starts_with(root))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The double-quoted string literals on `line`.
+fn literals(line: &str) -> impl Iterator<Item = &str> {
+    line.split('"').skip(1).step_by(2)
+}
+
 /// The string literals on `line` that contain a `..` path component.
 fn parent_paths(line: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut rest = line;
-    while let Some(start) = rest.find('"') {
-        let after = &rest[start + 1..];
-        let Some(end) = after.find('"') else { break };
-        let literal = &after[..end];
-        let climbs = literal.starts_with("../") || literal.contains("/../") || literal == "..";
-        if climbs {
-            found.push(literal.trim_start_matches('/').to_owned());
-        }
-        rest = &after[end + 1..];
-    }
-    found
+    literals(line)
+        .filter(|l| l.starts_with("../") || l.contains("/../") || *l == "..")
+        .map(|l| l.trim_start_matches('/').to_owned())
+        .collect()
 }
 
 #[test]
@@ -102,9 +111,9 @@ fn hermetic() {
         let package = package_dir(&file, &root);
         let file_dir = file.parent().unwrap_or(&root).to_path_buf();
         for (n, line) in text.lines().enumerate() {
-            if line.contains("shared/testdata") {
+            for literal in absolute_paths_beside(line, &root) {
                 escapes.push(format!(
-                    "{}:{}: names shared/testdata",
+                    "{}:{}: {literal:?} is beside the workspace, not in it",
                     file.display(),
                     n + 1
                 ));
@@ -140,13 +149,20 @@ fn the_checker_sees_an_escape() {
     let root = Path::new("/w/main");
     let package = root.join("crates/x");
     assert_eq!(
-        parent_paths(r#"let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/a.json");"#),
-        ["../../../shared/a.json"]
+        parent_paths(r#"let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../outside/a.json");"#),
+        ["../../../outside/a.json"]
     );
     assert!(
-        !resolve(&package, "../../../shared/a.json").is_some_and(|p| p.starts_with(root)),
+        !resolve(&package, "../../../outside/a.json").is_some_and(|p| p.starts_with(root)),
         "three levels up from crates/x leaves /w/main"
     );
     assert!(resolve(&package, "../../testdata/a.json").is_some_and(|p| p.starts_with(root)));
     assert!(parent_paths(r#"let s = "a/b"; let t = "c..d";"#).is_empty());
+    assert_eq!(
+        absolute_paths_beside(
+            r#"read("/w/outside/a.json"); read("/w/main/testdata/b.json"); run("/usr/bin/x")"#,
+            root
+        ),
+        ["/w/outside/a.json"]
+    );
 }
