@@ -40,7 +40,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use test_support::process::{ChildProcess, OnDrop, Output};
 
-/// Database the benchmarks own (dropped and recreated every run).
+/// Database the benchmarks own (dropped and recreated every run), unless
+/// `DECNET_BENCH_DB` names another (two benchmark runs at once on one
+/// PostgreSQL would drop each other's).
 const BENCH_DB: &str = "decnet_bench";
 /// Maintenance database used to drop and create it.
 const ADMIN_DB_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -143,7 +145,7 @@ const FULL: Sizes = Sizes {
         2000, 2500, 3000, 3500, 4000, 5000, 6000, 7000, 8000, 10_000, 12_000, 14_000,
     ],
     ceiling_secs: 10,
-    open_rate: 500,
+    open_rate: 1000,
     open_secs: 20,
     ablation_secs: 10,
     attackers: ATTACKERS,
@@ -282,7 +284,14 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         events_bin: bin_dir.join("decnet-events"),
         loadgen_bin: bin_dir.join("decnet-loadgen"),
         out: out.clone(),
-        database_url: format!("postgres://postgres@127.0.0.1:5432/{BENCH_DB}"),
+        database_url: format!(
+            "postgres://postgres@127.0.0.1:5432/{}",
+            std::env::var("DECNET_BENCH_DB")
+                .ok()
+                .filter(|db| !db.is_empty()
+                    && db.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+                .unwrap_or_else(|| BENCH_DB.to_owned())
+        ),
         nats: Nats::start(&out)?,
     };
     eprintln!(
@@ -541,7 +550,8 @@ Reproduce: `cargo xtask bench h2 --docs` (about 3 to 4 minutes after the release
 const KINDS_TEXT: &str = "\n## decnet-events: every stream kind, and `/stream`'s database load\n\n\
 One fresh server per kind, plain HTTP/1.1, 10 000 streams held idle 10 s, then 20 s of publishing on the kind's topics: the attacker and topology streams spread over 1 000 keys (seeded attackers, seeded topologies) at 2 000 events/s; the identities, campaigns and orchestrator streams are firehoses (every event reaches every stream), so 2 events/s make the same 20 000 frames/s, in bursts of 10 000 frames.\n\
 Topics: `attacker.observation.bench.latency`, `topology.<id>.bench.latency`, `identity.bench.latency`, `campaign.bench.latency`, `orchestrator.bench.latency`.\n\
-`/stream` (logs, stats, histogram polled from the database): 1 dashboard, then (another fresh server) 100 dashboards open on the same (empty) filter, idle 30 s each; the database's load is the change of `xact_commit + xact_rollback` in PostgreSQL's `pg_stat_database` for the benchmark database over the window (pg_stat_statements is not installed; every statement of the service is a transaction of its own, and nothing else uses that database), against DECNET's endpoint's one `get_logs_after_id` per second per connection plus stats and histogram every ~10 s.\n\
+`/stream` (logs, stats, histogram polled from the database): 1 dashboard, then (another fresh server) 100 dashboards open on the same (empty) filter, idle 30 s each; the database's load is the change of `xact_commit + xact_rollback` in PostgreSQL's `pg_stat_database` for the benchmark database over the window (pg_stat_statements is not installed; every statement of the service is a transaction of its own, and nothing else uses that database), against DECNET's endpoint's one `get_logs_after_id` per second per connection plus stats and histogram every ~10 s. \
+The window starts 11 s after the last open (PostgreSQL 15 flushes an idle backend's pending counts up to 10 s late: with less, the opens' own queries land in the window), and the scans per table (`pg_stat_user_tables`) say which queries ran: `logs` and `topology_deckies` are the poller's, `users` and `revoked_tokens` the streams' session re-checks.\n\
 Reproduce: `cargo xtask bench kinds --docs` (rewrites this section only).\n\n";
 
 /// The fixed text of the service section.
@@ -559,7 +569,7 @@ Server settings: `DECNET_SSE_MAX_PER_USER=1000000`, `DECNET_SSE_OPEN_RATE=0` (no
         "Scenarios (full mode; `--quick` shrinks every size and duration): idle = streams open and quiet, server RSS per stream = (RSS idle - RSS before) / streams;\n\
 fan-out = 10 000 streams, 2 000 events/s for 30 s;\n\
 ceiling = the same streams, rate raised step by step (10 s each) until p99 > 100 ms or any loss, reporting the highest clean step;\n\
-open rate = 500 ticket + stream opens per second for 20 s (streams stay open), latency from each open's scheduled start;\n\
+open rate = 1 000 ticket + stream opens per second for 20 s (streams stay open; the 20 000 streams take two load-generator processes opening 500/s each), latency from each open's scheduled start, the rate achieved = streams opened / time from the first open to the last answer;\n\
 ablation = the fan-out scenario against a server started with `DECNET_SSE_HUB_MODE=per-connection` (every stream subscribes to the bus itself, as DECNET's Python service does), publishing for 10 s only (the publisher gives up at twice the planned time plus 5 s when the bus pushes back).\n\
 Above 10 000 streams (idle only) the streams are spread over several load-generator processes (20 000 open files per process) that wait for each other through the server's `decnet_sse_streams_active` gauge; their summaries are merged.\n\n",
     );
@@ -851,7 +861,7 @@ impl Ctx {
         args: &[String],
         budget: Duration,
     ) -> Result<()> {
-        let processes = streams.div_ceil(STREAMS_PER_LOADGEN).max(1);
+        let processes = loadgens_for(streams);
         if processes > 1 && args.iter().any(|a| a == "--rates") {
             // Every process would publish the full event stream: streams would
             // get each event once per process and the loss maths break.
@@ -1091,11 +1101,13 @@ impl Ctx {
     fn open_rate(&self, sizes: &Sizes) -> Result<()> {
         let server = self.start_server("open-rate", "shared")?;
         let streams = (sizes.open_rate * sizes.open_secs) as usize;
+        // Each process paces its own share: together they open at the rate.
+        let per_process = f64::from(sizes.open_rate) / loadgens_for(streams) as f64;
         let args = strings(&[
             "--attackers",
             &sizes.attackers.to_string(),
             "--open-rate",
-            &sizes.open_rate.to_string(),
+            &per_process.to_string(),
             // High enough never to be the bottleneck at the target rate.
             "--connect-concurrency",
             "2000",
@@ -1108,6 +1120,11 @@ impl Ctx {
             Duration::from_secs(u64::from(sizes.open_secs) + 120),
         )
     }
+}
+
+/// Load-generator processes `streams` take ([`STREAMS_PER_LOADGEN`] each).
+fn loadgens_for(streams: usize) -> usize {
+    streams.div_ceil(STREAMS_PER_LOADGEN).max(1)
 }
 
 fn strings(items: &[&str]) -> Vec<String> {

@@ -231,6 +231,8 @@ pub(crate) fn kinds_section(dir: &Path) -> Result<String> {
         }
         md.push('\n');
     }
+    let logs_runs: Vec<&Summary> = one.iter().chain(logs.iter()).collect();
+    logs_scans_line(&mut md, &logs_runs);
     for (_, _, s) in &runs {
         notes_of(&mut md, s);
     }
@@ -273,6 +275,37 @@ fn logs_target_row(md: &mut String, many: &Summary, one: Option<&Summary>) {
         single.map_or_else(|| "not measured".to_owned(), |s| format!("{s:.2}/s")),
         verdict(met),
     );
+}
+
+/// Which tables the `/stream` runs' queries scanned (what ran), one line.
+fn logs_scans_line(md: &mut String, runs: &[&Summary]) {
+    let parts: Vec<String> = runs
+        .iter()
+        .filter_map(|s| {
+            let db = s.db_load.as_ref()?;
+            let scans: Vec<String> = db
+                .scans
+                .iter()
+                .map(|(table, n)| format!("`{table}` {n}"))
+                .collect();
+            Some(format!(
+                "{} dashboard(s): {}",
+                thousands(s.streams_opened as f64),
+                if scans.is_empty() {
+                    "none".to_owned()
+                } else {
+                    scans.join(", ")
+                }
+            ))
+        })
+        .collect();
+    if !parts.is_empty() {
+        let _ = writeln!(
+            md,
+            "`/stream` table scans over each window (`seq_scan + idx_scan` of `pg_stat_user_tables`: which queries ran): {}.\n",
+            parts.join("; ")
+        );
+    }
 }
 
 /// Server RSS (MiB) against open streams, one line per transport.

@@ -41,7 +41,7 @@ use crate::http::{BodyKind, ChunkedDecoder, Conn};
 use crate::kind::Kind;
 use crate::procfs::{Pid, ProcSample};
 use crate::seed::user_uuid;
-use crate::summary::{DbLoad, RssPoint, Step, Summary};
+use crate::summary::{DbLoad, OpenCpu, RssPoint, Step, Summary};
 use crate::transport::{H2Sender, TlsClient, Transport, connect_h1};
 
 /// Everything `run` needs.
@@ -152,11 +152,25 @@ pub(crate) fn parse_url(url: &str, tls: bool) -> Result<(SocketAddr, String)> {
     Ok((addr, authority.to_owned()))
 }
 
-/// Time for PostgreSQL's statistics to catch up before a reading.
-const DB_SETTLE: Duration = Duration::from_secs(2);
+/// Time for PostgreSQL's statistics to catch up before a reading: a
+/// backend flushes its counts when it goes idle, but at most once a second,
+/// and counts left pending then wait for the idle flush, 10 s later
+/// (PostgreSQL 15's `PGSTAT_IDLE_INTERVAL`). With less, the burst of the
+/// opens' queries lands inside the window.
+const DB_SETTLE: Duration = Duration::from_secs(11);
 
-/// The database's name and `xact_commit + xact_rollback` so far.
-async fn db_transactions(url: &str) -> Result<(String, u64)> {
+/// A reading of the database's counters.
+struct DbReading {
+    name: String,
+    /// `xact_commit + xact_rollback`.
+    transactions: u64,
+    /// `seq_scan + idx_scan` per table.
+    scans: BTreeMap<String, u64>,
+}
+
+/// The database's name, `xact_commit + xact_rollback` and scans per table
+/// so far.
+async fn db_transactions(url: &str) -> Result<DbReading> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .context("--count-db: connecting")?;
@@ -170,13 +184,29 @@ async fn db_transactions(url: &str) -> Result<(String, u64)> {
         )
         .await
         .context("--count-db: reading pg_stat_database")?;
+    let tables = client
+        .query(
+            "SELECT relname::text AS name, \
+             (COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0))::bigint AS n \
+             FROM pg_stat_user_tables",
+            &[],
+        )
+        .await
+        .context("--count-db: reading pg_stat_user_tables")?;
     drop(client);
     let _ = driver.await;
     let n: i64 = row.try_get("n").context("--count-db: n")?;
-    Ok((
-        row.try_get("name").context("--count-db: name")?,
-        u64::try_from(n).unwrap_or(0),
-    ))
+    let mut scans = BTreeMap::new();
+    for table in tables {
+        let name: String = table.try_get("name").context("--count-db: relname")?;
+        let n: i64 = table.try_get("n").context("--count-db: scans")?;
+        *scans.entry(name).or_default() += u64::try_from(n).unwrap_or(0);
+    }
+    Ok(DbReading {
+        name: row.try_get("name").context("--count-db: name")?,
+        transactions: u64::try_from(n).unwrap_or(0),
+        scans,
+    })
 }
 
 /// How often the server's RSS is read while the streams open.
@@ -325,6 +355,7 @@ pub(crate) async fn run(options: RunOptions) -> Result<Summary> {
         ..Summary::default()
     };
     let mut notes = Vec::new();
+    let loadgen_before = Pid::This.sample();
 
     // The publisher (its own thread and runtime, so pacing does not compete
     // with thousands of stream tasks) connects while the streams open.
@@ -392,6 +423,17 @@ pub(crate) async fn run(options: RunOptions) -> Result<Summary> {
         }
     }
     summary.open_secs = started.elapsed().as_secs_f64();
+    if let (Some(server), Some(after), Some(loadgen), Some(loadgen_after)) = (
+        summary.server_before,
+        sample_server(),
+        loadgen_before,
+        Pid::This.sample(),
+    ) {
+        summary.open_cpu = Some(OpenCpu {
+            server_secs: (after.cpu_secs - server.cpu_secs).max(0.0),
+            loadgen_secs: (loadgen_after.cpu_secs - loadgen.cpu_secs).max(0.0),
+        });
+    }
     open_progress(&shared, options.streams, started);
 
     if let Some(target) = options.wait_active
@@ -403,8 +445,7 @@ pub(crate) async fn run(options: RunOptions) -> Result<Summary> {
     }
     let db_before = match &options.count_db {
         Some(url) => {
-            // The opens' own queries settle first (PostgreSQL flushes a
-            // backend's counts within about a second of it going idle).
+            // The opens' own queries settle first (see `DB_SETTLE`).
             tokio::time::sleep(DB_SETTLE).await;
             Some((db_transactions(url).await?, Instant::now()))
         }
@@ -414,17 +455,30 @@ pub(crate) async fn run(options: RunOptions) -> Result<Summary> {
         eprintln!("hold: {:.0} s idle", options.hold.as_secs_f64());
         tokio::time::sleep(options.hold).await;
     }
-    if let (Some(url), Some(((database, before), at))) = (&options.count_db, db_before) {
+    if let (Some(url), Some((before, at))) = (&options.count_db, db_before) {
         // Both readings lag the queries by the same flush delay: the window
         // is from one reading to the other.
         tokio::time::sleep(DB_SETTLE).await;
         let secs = at.elapsed().as_secs_f64();
-        let (_, after) = db_transactions(url).await?;
+        let after = db_transactions(url).await?;
+        let scans = after
+            .scans
+            .iter()
+            .map(|(table, n)| {
+                let was = before.scans.get(table).copied().unwrap_or(0);
+                (table.clone(), n.saturating_sub(was))
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
         summary.db_load = Some(DbLoad {
-            database,
+            database: before.name,
             secs,
             // Our own "before" reading is one transaction of the window.
-            transactions: after.saturating_sub(before).saturating_sub(1),
+            transactions: after
+                .transactions
+                .saturating_sub(before.transactions)
+                .saturating_sub(1),
+            scans,
         });
     }
     summary.server_idle = sample_server();

@@ -68,9 +68,22 @@ pub(crate) struct Summary {
     pub(crate) db_load: Option<DbLoad>,
     /// This load generator's own CPU seconds and RSS at the end.
     pub(crate) loadgen: Option<ProcSample>,
+    /// CPU seconds the server and the load generator spent while the
+    /// streams opened (over `open_secs`).
+    #[serde(default)]
+    pub(crate) open_cpu: Option<OpenCpu>,
     /// Anything the reader should know (a barrier that timed out, ...).
     #[serde(default)]
     pub(crate) notes: Vec<String>,
+}
+
+/// CPU seconds (user + system) spent over the opening phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct OpenCpu {
+    /// The server's (the most any part saw: every part reads the same server).
+    pub(crate) server_secs: f64,
+    /// The load generators' (summed over the parts).
+    pub(crate) loadgen_secs: f64,
 }
 
 /// Transactions the server's database committed or rolled back over a
@@ -85,6 +98,10 @@ pub(crate) struct DbLoad {
     /// `xact_commit + xact_rollback` over the window, the load generator's
     /// own reading excluded.
     pub(crate) transactions: u64,
+    /// Scans (`seq_scan + idx_scan` of `pg_stat_user_tables`) over the
+    /// window per table, tables scanned at least once: which queries ran.
+    #[serde(default)]
+    pub(crate) scans: BTreeMap<String, u64>,
 }
 
 /// One reading of the server's RSS while streams open.
@@ -236,6 +253,13 @@ impl Summary {
             merged.stream_histogram.merge(&part.stream_histogram);
             merged.server_before = min_sample(merged.server_before, part.server_before);
             merged.server_idle = max_sample(merged.server_idle, part.server_idle);
+            merged.open_cpu = match (merged.open_cpu, part.open_cpu) {
+                (Some(a), Some(b)) => Some(OpenCpu {
+                    server_secs: a.server_secs.max(b.server_secs),
+                    loadgen_secs: a.loadgen_secs + b.loadgen_secs,
+                }),
+                (a, b) => a.or(b),
+            };
             merged.loadgen = match (merged.loadgen, part.loadgen) {
                 (Some(a), Some(b)) => Some(ProcSample {
                     rss_kib: a.rss_kib + b.rss_kib,

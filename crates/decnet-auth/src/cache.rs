@@ -50,6 +50,11 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         }
     }
 
+    /// How long an entry lives.
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner<K, V>> {
         // A poisoned lock only means a panic elsewhere mid-operation on plain
         // maps; a cache may always be used (at worst it misses).

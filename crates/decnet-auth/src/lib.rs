@@ -86,6 +86,7 @@ mod cache;
 mod limiter;
 mod mint;
 mod roles;
+mod snapshot;
 mod ticket;
 mod verifier;
 
@@ -101,7 +102,10 @@ pub use ticket::{
 };
 #[cfg(feature = "redis")]
 pub use ticket::{RedisTicketConfig, RedisTicketStore};
-pub use verifier::{AuthError, DEFAULT_CACHE_CAPACITY, Identity, TokenVerifier, VerifierConfig};
+pub use verifier::{
+    AuthError, DEFAULT_CACHE_CAPACITY, DEFAULT_SNAPSHOT_CAPACITY, Identity, TokenVerifier,
+    VerifierConfig, VerifierStats,
+};
 
 /// Boxed error source kept inside this crate's errors.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -2,19 +2,28 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use decnet_repo::{AccountReader, RepoError, User};
+use futures::FutureExt;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Deserializer, Serialize};
 use tracing::{debug, warn};
 
 use crate::cache::TtlCache;
 use crate::mint::{AUDIENCE, ISSUER, TOKEN_TYPE_ACCESS};
+use crate::snapshot::{Revoked, Snapshot, Users};
 
 /// How many users (and, separately, how many revocation answers) the optional
 /// caches hold at most. The oldest entries are evicted first.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+
+/// How many users (and, separately, how many revoked jtis) the shared
+/// snapshots hold at most. A table with more rows is not snapshotted: its
+/// keys are looked up one by one (through the caches), and the overflow is
+/// logged and counted ([`VerifierStats::snapshot_overflows`]).
+pub const DEFAULT_SNAPSHOT_CAPACITY: u32 = 10_000;
 
 /// Tokens longer than this are refused before any decoding (DECNET's tokens are
 /// a few hundred bytes).
@@ -36,7 +45,12 @@ pub struct VerifierConfig {
     /// (`DECNET_JWT_LEEWAY_SECS`). DECNET uses 0.
     pub leeway_secs: u64,
     /// When `Some`, user rows and revocation answers are cached for this long
-    /// (DECNET uses 10 s), at most [`DEFAULT_CACHE_CAPACITY`] of each.
+    /// (DECNET uses 10 s), at most [`DEFAULT_CACHE_CAPACITY`] of each, and
+    /// the users and the revoked jtis are read as shared snapshots: one
+    /// query per table per `cache_ttl` (concurrent refreshes coalesce),
+    /// however many streams revalidate, for tables of at most
+    /// [`DEFAULT_SNAPSHOT_CAPACITY`] rows (bigger ones are looked up key by
+    /// key through the caches). `None`: every check reads the repository.
     ///
     /// Staleness window: a revocation (jti denylisted, `tokens_valid_from`
     /// moved, user deleted, role or `must_change_password` changed) can take up
@@ -202,7 +216,7 @@ fn numeric_date<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64
 /// switched off; its leeway is still set to the configured value, never its
 /// 60 s default).
 ///
-/// Cheap to clone: the caches and the repository handle are shared.
+/// Cheap to clone: the caches, snapshots and the repository handle are shared.
 #[derive(Clone)]
 pub struct TokenVerifier {
     key: Option<Arc<DecodingKey>>,
@@ -211,7 +225,82 @@ pub struct TokenVerifier {
     repo: Arc<dyn AccountReader>,
     users: Option<Arc<TtlCache<String, User>>>,
     revoked: Option<Arc<TtlCache<String, bool>>>,
+    snapshots: Option<Arc<Snapshots>>,
+    lookups: Arc<AtomicU64>,
     clock: Clock,
+}
+
+/// The shared snapshots of a verifier with a cache.
+struct Snapshots {
+    users: Snapshot<Users>,
+    revoked: Snapshot<Revoked>,
+    overflows: Arc<AtomicU64>,
+}
+
+/// What a [`TokenVerifier`] has read so far (for metrics and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VerifierStats {
+    /// Bulk reads of the users table (one per `cache_ttl` at most).
+    pub user_snapshots: u64,
+    /// Bulk reads of the revoked jtis (one per `cache_ttl` at most).
+    pub revoked_snapshots: u64,
+    /// Snapshots refused because the table held more than
+    /// [`DEFAULT_SNAPSHOT_CAPACITY`] rows (its keys are then looked up one
+    /// by one).
+    pub snapshot_overflows: u64,
+    /// Single-key reads (`user_by_uuid`, `is_token_revoked`): without a
+    /// cache, every check; with one, cache misses the snapshots could not
+    /// answer.
+    pub key_lookups: u64,
+}
+
+/// Bulk reads of at most `cap` rows, `None` past it (logged, counted).
+fn capped<T>(
+    rows: Option<Vec<T>>,
+    cap: u32,
+    table: &'static str,
+    overflows: &AtomicU64,
+) -> Option<Vec<T>> {
+    let rows = rows?;
+    if rows.len() > usize::try_from(cap).unwrap_or(usize::MAX) {
+        overflows.fetch_add(1, Ordering::Relaxed);
+        warn!(
+            table,
+            cap, "more rows than the verifier snapshots: checking keys one by one"
+        );
+        return None;
+    }
+    Some(rows)
+}
+
+impl Snapshots {
+    fn new(repo: &Arc<dyn AccountReader>, ttl: Duration, cap: u32) -> Self {
+        let overflows = Arc::new(AtomicU64::new(0));
+        let (repo_users, over_users) = (repo.clone(), overflows.clone());
+        let users = Snapshot::new(ttl, move || {
+            let (repo, overflows) = (repo_users.clone(), over_users.clone());
+            async move {
+                let rows = repo.all_users(cap.saturating_add(1)).await?;
+                Ok(capped(rows, cap, "users", &overflows)
+                    .map(|rows| rows.into_iter().map(|u| (u.uuid.clone(), u)).collect()))
+            }
+            .boxed()
+        });
+        let (repo_revoked, over_revoked) = (repo.clone(), overflows.clone());
+        let revoked = Snapshot::new(ttl, move || {
+            let (repo, overflows) = (repo_revoked.clone(), over_revoked.clone());
+            async move {
+                let rows = repo.revoked_jtis(cap.saturating_add(1)).await?;
+                Ok(capped(rows, cap, "revoked_tokens", &overflows).map(Revoked::new))
+            }
+            .boxed()
+        });
+        Self {
+            users,
+            revoked,
+            overflows,
+        }
+    }
 }
 
 impl fmt::Debug for TokenVerifier {
@@ -285,12 +374,17 @@ impl TokenVerifier {
         validation.set_audience(&[AUDIENCE]);
         validation.validate_aud = true;
 
-        let (users, revoked) = match config.cache_ttl {
+        let (users, revoked, snapshots) = match config.cache_ttl {
             Some(ttl) if !ttl.is_zero() => (
                 Some(Arc::new(TtlCache::new(ttl, DEFAULT_CACHE_CAPACITY))),
                 Some(Arc::new(TtlCache::new(ttl, DEFAULT_CACHE_CAPACITY))),
+                Some(Arc::new(Snapshots::new(
+                    &repo,
+                    ttl,
+                    DEFAULT_SNAPSHOT_CAPACITY,
+                ))),
             ),
-            _ => (None, None),
+            _ => (None, None, None),
         };
         Self {
             key,
@@ -299,7 +393,30 @@ impl TokenVerifier {
             repo,
             users,
             revoked,
+            snapshots,
+            lookups: Arc::new(AtomicU64::new(0)),
             clock: Arc::new(crate::unix_now),
+        }
+    }
+
+    /// Replace the snapshots' row cap ([`DEFAULT_SNAPSHOT_CAPACITY`]). For
+    /// tests of the overflow path; no effect without a cache.
+    #[must_use]
+    pub fn with_snapshot_capacity(mut self, cap: u32) -> Self {
+        if let (Some(_), Some(ttl)) = (&self.snapshots, self.users.as_ref().map(|c| c.ttl())) {
+            self.snapshots = Some(Arc::new(Snapshots::new(&self.repo, ttl, cap)));
+        }
+        self
+    }
+
+    /// What this verifier (and its clones) have read so far.
+    pub fn stats(&self) -> VerifierStats {
+        let snapshots = self.snapshots.as_deref();
+        VerifierStats {
+            user_snapshots: snapshots.map_or(0, |s| s.users.refreshes()),
+            revoked_snapshots: snapshots.map_or(0, |s| s.revoked.refreshes()),
+            snapshot_overflows: snapshots.map_or(0, |s| s.overflows.load(Ordering::Relaxed)),
+            key_lookups: self.lookups.load(Ordering::Relaxed),
         }
     }
 
@@ -435,12 +552,26 @@ impl TokenVerifier {
         Ok(user)
     }
 
-    /// The user row, through the cache when one is configured. Only existing
-    /// users are cached, so a new user is never refused from the cache.
+    /// The user row, through the snapshot and the cache when they are
+    /// configured. A uuid the snapshot lacks is asked of the repository (a
+    /// new user, or one a case-insensitive collation matches), and only
+    /// existing users are cached, so a new user is never refused from either.
     async fn user(&self, uuid: &str) -> Result<Option<User>, RepoError> {
+        if let Some(snapshots) = &self.snapshots
+            && let Some(user) = snapshots
+                .users
+                .get()
+                .await?
+                .contents
+                .as_ref()
+                .and_then(|users| users.get(uuid))
+        {
+            return Ok(Some(user.clone()));
+        }
         if let Some(user) = self.users.as_ref().and_then(|cache| cache.get(uuid)) {
             return Ok(Some(user));
         }
+        self.lookups.fetch_add(1, Ordering::Relaxed);
         let user = self.repo.user_by_uuid(uuid).await?;
         if let (Some(cache), Some(user)) = (&self.users, &user) {
             cache.insert(uuid.to_owned(), user.clone());
@@ -448,11 +579,25 @@ impl TokenVerifier {
         Ok(user)
     }
 
-    /// Whether `jti` is denylisted, through the cache when one is configured.
+    /// Whether `jti` is denylisted, through the snapshot and the cache when
+    /// they are configured (the snapshot answers whatever the engine's
+    /// collation, or leaves the jti to the repository).
     async fn is_revoked(&self, jti: &str) -> Result<bool, RepoError> {
+        if let Some(snapshots) = &self.snapshots
+            && let Some(revoked) = snapshots
+                .revoked
+                .get()
+                .await?
+                .contents
+                .as_ref()
+                .and_then(|set| set.lookup(jti))
+        {
+            return Ok(revoked);
+        }
         if let Some(revoked) = self.revoked.as_ref().and_then(|cache| cache.get(jti)) {
             return Ok(revoked);
         }
+        self.lookups.fetch_add(1, Ordering::Relaxed);
         let revoked = self.repo.is_token_revoked(jti).await?;
         if let Some(cache) = &self.revoked {
             cache.insert(jti.to_owned(), revoked);

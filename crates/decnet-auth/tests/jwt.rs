@@ -553,6 +553,226 @@ async fn cache_answers_while_the_repository_is_down() {
     ));
 }
 
+// ---- shared snapshots --------------------------------------------------------
+
+/// The memory repository, counting the reads the verifier makes (and, with
+/// `bulk` off, a reader without bulk reads, as an embedder's may be).
+struct Counting {
+    repo: MemoryRepository,
+    bulk: bool,
+    by_uuid: AtomicU64,
+    by_jti: AtomicU64,
+    all_users: AtomicU64,
+    all_jtis: AtomicU64,
+}
+
+impl Counting {
+    fn new(repo: MemoryRepository, bulk: bool) -> Arc<Self> {
+        Arc::new(Self {
+            repo,
+            bulk,
+            by_uuid: AtomicU64::new(0),
+            by_jti: AtomicU64::new(0),
+            all_users: AtomicU64::new(0),
+            all_jtis: AtomicU64::new(0),
+        })
+    }
+
+    /// (`user_by_uuid`, `is_token_revoked`, `all_users`, `revoked_jtis`).
+    fn counts(&self) -> [u64; 4] {
+        [&self.by_uuid, &self.by_jti, &self.all_users, &self.all_jtis]
+            .map(|n| n.load(Ordering::SeqCst))
+    }
+}
+
+impl AccountReader for Counting {
+    fn user_by_uuid<'a>(&'a self, uuid: &'a str) -> decnet_repo::RepoFuture<'a, Option<User>> {
+        self.by_uuid.fetch_add(1, Ordering::SeqCst);
+        self.repo.user_by_uuid(uuid)
+    }
+
+    fn is_token_revoked<'a>(&'a self, jti: &'a str) -> decnet_repo::RepoFuture<'a, bool> {
+        self.by_jti.fetch_add(1, Ordering::SeqCst);
+        self.repo.is_token_revoked(jti)
+    }
+
+    fn all_users(&self, limit: u32) -> decnet_repo::RepoFuture<'_, Option<Vec<User>>> {
+        self.all_users.fetch_add(1, Ordering::SeqCst);
+        if self.bulk {
+            self.repo.all_users(limit)
+        } else {
+            Box::pin(std::future::ready(Ok(None)))
+        }
+    }
+
+    fn revoked_jtis(&self, limit: u32) -> decnet_repo::RepoFuture<'_, Option<Vec<String>>> {
+        self.all_jtis.fetch_add(1, Ordering::SeqCst);
+        if self.bulk {
+            self.repo.revoked_jtis(limit)
+        } else {
+            Box::pin(std::future::ready(Ok(None)))
+        }
+    }
+}
+
+/// `n` users with one token each, verified (as streams are opened).
+async fn streams(
+    n: usize,
+    bulk: bool,
+    cap: Option<u32>,
+) -> (
+    MemoryRepository,
+    Arc<Counting>,
+    TokenVerifier,
+    Vec<Identity>,
+) {
+    let repo = MemoryRepository::new();
+    let counting = Counting::new(repo.clone(), bulk);
+    let mut verifier = TokenVerifier::new(cached(Duration::from_secs(10)), counting.clone());
+    if let Some(cap) = cap {
+        verifier = verifier.with_snapshot_capacity(cap);
+    }
+    let uuids: Vec<String> = (0..n).map(|i| format!("user-{i:04}")).collect();
+    for uuid in &uuids {
+        repo.create_user(&user(uuid, "viewer"))
+            .await
+            .expect("seed user");
+    }
+    let mut identities = Vec::new();
+    for uuid in &uuids {
+        let (token, _) = mint_access_token(SECRET, uuid, Duration::from_secs(3_600)).expect("mint");
+        identities.push(verifier.verify(&token).await.expect("verified"));
+    }
+    (repo, counting, verifier, identities)
+}
+
+/// Revalidate every identity at once (as the streams' ticks do), each result.
+async fn tick(verifier: &TokenVerifier, identities: &[Identity]) -> Vec<Result<(), AuthError>> {
+    futures::future::join_all(identities.iter().map(|i| verifier.revalidate(i))).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_streams_cost_one_query_per_table_per_tick() {
+    let (_, counting, verifier, identities) = streams(200, true, None).await;
+    // Opening: one bulk read of each table answered all 200 verifications.
+    assert_eq!(counting.counts(), [0, 0, 1, 1]);
+    for round in 1..=3_u64 {
+        tokio::time::advance(Duration::from_secs(10)).await;
+        for result in tick(&verifier, &identities).await {
+            result.expect("still valid");
+        }
+        // 200 concurrent revalidations, one refresh of each snapshot.
+        assert_eq!(counting.counts(), [0, 0, 1 + round, 1 + round]);
+    }
+    let stats = verifier.stats();
+    assert_eq!((stats.user_snapshots, stats.revoked_snapshots), (4, 4));
+    assert_eq!((stats.key_lookups, stats.snapshot_overflows), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_kind_of_revocation_is_seen_within_the_ttl() {
+    let (repo, _, verifier, identities) = streams(6, true, None).await;
+    let far = UNIX_EPOCH + Duration::from_secs(4_000_000_000);
+    repo.revoke_token(&identities[0].jti, &identities[0].user_uuid, far)
+        .await
+        .expect("revoke");
+    // An expired denylist row still revokes (presence is what counts).
+    repo.revoke_token(&identities[1].jti, "someone", UNIX_EPOCH)
+        .await
+        .expect("revoke");
+    repo.delete_user(&identities[2].user_uuid)
+        .await
+        .expect("delete");
+    let mut row = user(&identities[3].user_uuid, "auditor");
+    repo.create_user(&row).await.expect("role");
+    row = user(&identities[4].user_uuid, "viewer");
+    row.tokens_valid_from = Some(UNIX_EPOCH + Duration::from_secs(identities[4].iat + 1));
+    repo.create_user(&row).await.expect("cutoff");
+    // Within the TTL the snapshots taken at the opens still answer.
+    for result in tick(&verifier, &identities).await {
+        result.expect("not yet seen");
+    }
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let results = tick(&verifier, &identities).await;
+    for result in &results[..5] {
+        assert!(matches!(result, Err(AuthError::Unauthorized)), "{result:?}");
+    }
+    results[5].as_ref().expect("the untouched stream stays");
+    // A password change required is seen the same way.
+    let mut row = user(&identities[5].user_uuid, "viewer");
+    row.must_change_password = true;
+    repo.create_user(&row).await.expect("flag");
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_ended(verifier.revalidate(&identities[5]).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_refresh_is_unavailable_never_unauthorized() {
+    let (repo, counting, verifier, identities) = streams(50, true, None).await;
+    repo.set_available(false);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    for result in tick(&verifier, &identities).await {
+        assert!(
+            matches!(result, Err(AuthError::Unavailable(_))),
+            "{result:?}"
+        );
+    }
+    // The outage cost one attempt per table, not one per stream, and the
+    // failure answers for a second before the next attempt.
+    assert_eq!(counting.counts(), [0, 0, 2, 2]);
+    repo.set_available(true);
+    for result in tick(&verifier, &identities).await {
+        assert!(
+            matches!(result, Err(AuthError::Unavailable(_))),
+            "{result:?}"
+        );
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    for result in tick(&verifier, &identities).await {
+        result.expect("back");
+    }
+    assert_eq!(counting.counts(), [0, 0, 3, 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tables_over_the_cap_are_checked_key_by_key() {
+    let (repo, counting, verifier, identities) = streams(5, true, Some(3)).await;
+    let far = UNIX_EPOCH + Duration::from_secs(4_000_000_000);
+    for jti in ["other-1", "other-2", "other-3", identities[0].jti.as_str()] {
+        repo.revoke_token(jti, "someone", far)
+            .await
+            .expect("revoke");
+    }
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let results = tick(&verifier, &identities).await;
+    assert!(matches!(results[0], Err(AuthError::Unauthorized)));
+    for result in &results[1..] {
+        result.as_ref().expect("not revoked");
+    }
+    let stats = verifier.stats();
+    assert!(stats.snapshot_overflows >= 2, "{stats:?}");
+    // 5 users > 3: looked up by uuid; 4 jtis > 3: looked up by jti.
+    let [by_uuid, by_jti, _, _] = counting.counts();
+    assert!(by_uuid >= 5 && by_jti >= 5, "{:?}", counting.counts());
+    assert_eq!(stats.key_lookups, by_uuid + by_jti);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reader_without_bulk_reads_is_checked_key_by_key() {
+    let (repo, counting, verifier, identities) = streams(3, false, None).await;
+    repo.delete_user(&identities[1].user_uuid)
+        .await
+        .expect("delete");
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let results = tick(&verifier, &identities).await;
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(matches!(results[1], Err(AuthError::Unauthorized)));
+    let [by_uuid, by_jti, all_users, all_jtis] = counting.counts();
+    assert_eq!((by_uuid, by_jti), (6, 6));
+    // "No bulk read" is remembered for a TTL too: asked once per tick.
+    assert_eq!((all_users, all_jtis), (2, 2));
+}
+
 // ---- revalidate --------------------------------------------------------------
 
 async fn verified() -> (Fixture, Identity) {

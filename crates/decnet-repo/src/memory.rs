@@ -100,6 +100,33 @@ impl AccountReader for MemoryRepository {
     fn is_token_revoked<'a>(&'a self, jti: &'a str) -> RepoFuture<'a, bool> {
         self.with(move |t| Ok(t.revoked.contains(jti)))
     }
+
+    fn all_users(&self, limit: u32) -> RepoFuture<'_, Option<Vec<User>>> {
+        self.with(move |t| {
+            Ok(Some(
+                t.users
+                    .values()
+                    .take(usize::try_from(limit).unwrap_or(usize::MAX))
+                    .map(|user| User {
+                        password_hash: String::new(),
+                        ..user.clone()
+                    })
+                    .collect(),
+            ))
+        })
+    }
+
+    fn revoked_jtis(&self, limit: u32) -> RepoFuture<'_, Option<Vec<String>>> {
+        self.with(move |t| {
+            Ok(Some(
+                t.revoked
+                    .iter()
+                    .take(usize::try_from(limit).unwrap_or(usize::MAX))
+                    .cloned()
+                    .collect(),
+            ))
+        })
+    }
 }
 
 impl AttackerReader for MemoryRepository {

@@ -602,6 +602,10 @@ impl Cells for MySqlRow {
 const USER_BY_UUID: &str = "SELECT uuid, username, password_hash, role, must_change_password, \
      CAST(tokens_valid_from AS CHAR) AS tokens_valid_from FROM users WHERE uuid = ?";
 
+const ALL_USERS: &str = "SELECT uuid, username, '' AS password_hash, role, \
+     must_change_password, CAST(tokens_valid_from AS CHAR) AS tokens_valid_from FROM users \
+     LIMIT ?";
+
 const IS_TOKEN_REVOKED: &str =
     "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?) AS revoked";
 
@@ -688,6 +692,7 @@ impl SqlxEngine for MysqlRepository {
         dialect: Dialect::Mysql,
         user_by_uuid: USER_BY_UUID,
         is_token_revoked: IS_TOKEN_REVOKED,
+        all_users: ALL_USERS,
         attacker_by_uuid: ATTACKER_BY_UUID,
         attackers_of_identity: ATTACKERS_OF_IDENTITY,
         latest_per_primitive: LATEST_PER_PRIMITIVE,

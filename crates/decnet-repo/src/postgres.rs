@@ -732,6 +732,11 @@ const USER_BY_UUID: &str = "SELECT uuid, username, password_hash, role, must_cha
 
 const IS_TOKEN_REVOKED: &str = "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = $1)";
 
+const ALL_USERS: &str = "SELECT uuid, username, ''::text AS password_hash, role, \
+     must_change_password, tokens_valid_from FROM users LIMIT $1";
+
+const REVOKED_JTIS: &str = "SELECT jti FROM revoked_tokens LIMIT $1";
+
 const UPSERT_ATTACKER: &str = "INSERT INTO attackers (uuid, ip, identity_id) VALUES ($1, $2, $3) \
      ON CONFLICT (uuid) DO UPDATE SET ip = EXCLUDED.ip, identity_id = EXCLUDED.identity_id";
 
@@ -787,6 +792,32 @@ impl AccountReader for PgRepository {
                 Some(row) => column(&row, "exists"),
                 None => Err(RepoError::InvalidData("EXISTS returned no row".into())),
             }
+        })
+        .boxed()
+    }
+
+    fn all_users(&self, limit: u32) -> RepoFuture<'_, Option<Vec<User>>> {
+        self.bounded(async move {
+            let mut conn = self.conn().await?;
+            conn.query(ALL_USERS, &[&i64::from(limit)])
+                .await?
+                .iter()
+                .map(user_from_row)
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+        })
+        .boxed()
+    }
+
+    fn revoked_jtis(&self, limit: u32) -> RepoFuture<'_, Option<Vec<String>>> {
+        self.bounded(async move {
+            let mut conn = self.conn().await?;
+            conn.query(REVOKED_JTIS, &[&i64::from(limit)])
+                .await?
+                .iter()
+                .map(|row| column(row, "jti"))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
         })
         .boxed()
     }

@@ -338,6 +338,9 @@ impl Cells for SqliteRow {
 const USER_BY_UUID: &str = "SELECT uuid, username, password_hash, role, must_change_password, \
      tokens_valid_from FROM users WHERE uuid = ?";
 
+const ALL_USERS: &str = "SELECT uuid, username, '' AS password_hash, role, \
+     must_change_password, tokens_valid_from FROM users LIMIT ?";
+
 const IS_TOKEN_REVOKED: &str =
     "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?) AS revoked";
 
@@ -412,6 +415,7 @@ impl SqlxEngine for SqliteRepository {
         dialect: Dialect::Sqlite,
         user_by_uuid: USER_BY_UUID,
         is_token_revoked: IS_TOKEN_REVOKED,
+        all_users: ALL_USERS,
         attacker_by_uuid: ATTACKER_BY_UUID,
         attackers_of_identity: ATTACKERS_OF_IDENTITY,
         latest_per_primitive: LATEST_PER_PRIMITIVE,

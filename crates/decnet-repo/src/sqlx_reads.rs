@@ -25,6 +25,8 @@ pub(crate) struct Queries {
     pub(crate) user_by_uuid: &'static str,
     /// `revoked` flag for a jti.
     pub(crate) is_token_revoked: &'static str,
+    /// Every `users` row (`password_hash` empty), `LIMIT ?`.
+    pub(crate) all_users: &'static str,
     /// `attackers` row by uuid.
     pub(crate) attacker_by_uuid: &'static str,
     /// The attacker uuids of an identity.
@@ -79,6 +81,32 @@ impl<E: SqlxEngine> AccountReader for E {
             self.fetch_one(E::QUERIES.is_token_revoked, vec![text(jti)])
                 .await?
                 .flag("revoked")
+        }
+        .boxed()
+    }
+
+    fn all_users(&self, limit: u32) -> RepoFuture<'_, Option<Vec<User>>> {
+        async move {
+            let binds = vec![Bind::Int(support::limit(limit))];
+            let rows = self.fetch_all(E::QUERIES.all_users, binds).await?;
+            rows.iter()
+                .map(user_from)
+                .collect::<Result<_, _>>()
+                .map(Some)
+        }
+        .boxed()
+    }
+
+    fn revoked_jtis(&self, limit: u32) -> RepoFuture<'_, Option<Vec<String>>> {
+        async move {
+            let binds = vec![Bind::Int(support::limit(limit))];
+            let rows = self
+                .fetch_all("SELECT jti FROM revoked_tokens LIMIT ?", binds)
+                .await?;
+            rows.iter()
+                .map(|row| row.text("jti"))
+                .collect::<Result<_, _>>()
+                .map(Some)
         }
         .boxed()
     }

@@ -27,6 +27,31 @@ pub trait AccountReader: Send + Sync {
 
     /// Whether `jti` is in the revocation denylist.
     fn is_token_revoked<'a>(&'a self, jti: &'a str) -> RepoFuture<'a, bool>;
+
+    /// Every user at once, at most `limit` of them (in no particular order),
+    /// for a verifier's shared snapshot: one query however many users are
+    /// asked about. `password_hash` is left empty (a snapshot of every user
+    /// need not hold every hash; verification never reads it).
+    ///
+    /// `None` when this reader has no bulk read; the verifier then asks
+    /// [`user_by_uuid`](Self::user_by_uuid) per user. The default is `None`.
+    fn all_users(&self, limit: u32) -> RepoFuture<'_, Option<Vec<User>>> {
+        let _ = limit;
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// Every `jti` of the revocation denylist at once, at most `limit` of
+    /// them (in no particular order), expired rows included (revocation is
+    /// presence of the row, whatever its `expires_at`), for a verifier's
+    /// shared snapshot.
+    ///
+    /// `None` when this reader has no bulk read; the verifier then asks
+    /// [`is_token_revoked`](Self::is_token_revoked) per jti. The default is
+    /// `None`.
+    fn revoked_jtis(&self, limit: u32) -> RepoFuture<'_, Option<Vec<String>>> {
+        let _ = limit;
+        Box::pin(std::future::ready(Ok(None)))
+    }
 }
 
 /// What the attacker stream reads.

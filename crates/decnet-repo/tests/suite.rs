@@ -476,6 +476,52 @@ mod cases {
         assert!(!repo.is_token_revoked("jti-2").await.unwrap());
     }
 
+    /// The verifier's snapshot reads: every user (as `user_by_uuid` reads
+    /// it, without the hash) and every revoked jti, expired rows included,
+    /// within the limit.
+    pub(crate) async fn bulk_account_reads_list_every_user_and_jti(db: Db) {
+        let Db {
+            repo, w, _guard, ..
+        } = db;
+        assert_eq!(repo.all_users(10).await.unwrap(), Some(Vec::new()));
+        assert_eq!(repo.revoked_jtis(10).await.unwrap(), Some(Vec::new()));
+        let cutoff = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for (uuid, name, tvf) in [
+            ("user-1", "alice", None),
+            ("user-2", "bob", Some(cutoff)),
+            ("user-3", "carol", None),
+        ] {
+            w.create_user(&user(uuid, name, tvf)).await.unwrap();
+        }
+        let long_gone = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let later = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        for (jti, expires) in [("jti-1", later), ("jti-old", long_gone), ("jti-2", later)] {
+            w.revoke_token(jti, "user-1", expires).await.unwrap();
+        }
+        w.delete_user("user-3").await.unwrap();
+
+        let mut users = repo.all_users(10).await.unwrap().expect("a bulk read");
+        users.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+        let mut expected = Vec::new();
+        for uuid in ["user-1", "user-2"] {
+            let one = repo.user_by_uuid(uuid).await.unwrap().expect("the user");
+            expected.push(User {
+                password_hash: String::new(),
+                ..one
+            });
+        }
+        assert_eq!(users, expected);
+        let mut jtis = repo.revoked_jtis(10).await.unwrap().expect("a bulk read");
+        jtis.sort();
+        assert_eq!(jtis, ["jti-1", "jti-2", "jti-old"]);
+
+        assert_eq!(repo.all_users(1).await.unwrap().map(|u| u.len()), Some(1));
+        assert_eq!(
+            repo.revoked_jtis(2).await.unwrap().map(|j| j.len()),
+            Some(2)
+        );
+    }
+
     pub(crate) async fn upsert_observation_is_idempotent_on_evidence_and_primitive(db: Db) {
         let Db {
             repo, w, _guard, ..
@@ -1440,6 +1486,7 @@ suite!(
     attackers_upsert_and_read_back,
     attackers_of_identity_sorted,
     revoke_then_is_token_revoked,
+    bulk_account_reads_list_every_user_and_jti,
     upsert_observation_is_idempotent_on_evidence_and_primitive,
     observation_of_unknown_attacker_is_invalid_data,
     reused_observation_id_is_invalid_data,
