@@ -46,11 +46,13 @@ pub struct VerifierConfig {
     pub leeway_secs: u64,
     /// When `Some`, user rows and revocation answers are cached for this long
     /// (DECNET uses 10 s), at most [`DEFAULT_CACHE_CAPACITY`] of each, and
-    /// the users and the revoked jtis are read as shared snapshots: one
-    /// query per table per `cache_ttl` (concurrent refreshes coalesce),
-    /// however many streams revalidate, for tables of at most
+    /// [`TokenVerifier::revalidate`] reads the users and the revoked jtis as
+    /// shared snapshots: one query per table per `cache_ttl` (concurrent
+    /// refreshes coalesce), however many streams revalidate, for tables of at most
     /// [`DEFAULT_SNAPSHOT_CAPACITY`] rows (bigger ones are looked up key by
-    /// key through the caches). `None`: every check reads the repository.
+    /// key through the caches). [`TokenVerifier::verify`] never reads the
+    /// snapshots, only the per-key caches, so a key it has not seen is read
+    /// fresh. `None`: every check reads the repository.
     ///
     /// Staleness window: a revocation (jti denylisted, `tokens_valid_from`
     /// moved, user deleted, role or `must_change_password` changed) can take up
@@ -235,6 +237,21 @@ struct Snapshots {
     users: Snapshot<Users>,
     revoked: Snapshot<Revoked>,
     overflows: Arc<AtomicU64>,
+}
+
+/// Which reads answer a check.
+///
+/// A first verification (a stream or ticket being opened) asks per key, so a
+/// jti revoked or a user deleted a moment ago is refused at once unless that
+/// very key was answered within the cache TTL; the shared snapshots, which
+/// can be up to one TTL old for every key, answer only the revalidation of
+/// streams already open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Per-key cache, then the repository.
+    PerKey,
+    /// The shared snapshots, then as [`Read::PerKey`].
+    Shared,
 }
 
 /// What a [`TokenVerifier`] has read so far (for metrics and tests).
@@ -471,7 +488,7 @@ impl TokenVerifier {
             return Err(refuse("nbf in the future", user));
         }
 
-        let user_row = self.current_user(&uuid, &jti, iat).await?;
+        let user_row = self.current_user(&uuid, &jti, iat, Read::PerKey).await?;
         Ok(Identity {
             user_uuid: uuid,
             role: user_row.role,
@@ -504,7 +521,12 @@ impl TokenVerifier {
             return Err(refuse("expired", user));
         }
         let row = self
-            .current_user(&identity.user_uuid, &identity.jti, identity.iat)
+            .current_user(
+                &identity.user_uuid,
+                &identity.jti,
+                identity.iat,
+                Read::Shared,
+            )
             .await?;
         if crate::roles::check(&row.role, row.must_change_password).is_err() {
             return Err(refuse("no longer allowed to stream", user));
@@ -532,8 +554,14 @@ impl TokenVerifier {
     }
 
     /// The user row, after the user-level and token-level revocation checks.
-    async fn current_user(&self, uuid: &str, jti: &str, iat: u64) -> Result<User, AuthError> {
-        let (user, revoked) = tokio::join!(self.user(uuid), self.is_revoked(jti));
+    async fn current_user(
+        &self,
+        uuid: &str,
+        jti: &str,
+        iat: u64,
+        read: Read,
+    ) -> Result<User, AuthError> {
+        let (user, revoked) = tokio::join!(self.user(uuid, read), self.is_revoked(jti, read));
         // A definite "no" wins over a failure of the other lookup.
         if matches!(revoked, Ok(true)) {
             return Err(refuse("jti revoked", Some(uuid)));
@@ -556,8 +584,8 @@ impl TokenVerifier {
     /// configured. A uuid the snapshot lacks is asked of the repository (a
     /// new user, or one a case-insensitive collation matches), and only
     /// existing users are cached, so a new user is never refused from either.
-    async fn user(&self, uuid: &str) -> Result<Option<User>, RepoError> {
-        if let Some(snapshots) = &self.snapshots
+    async fn user(&self, uuid: &str, read: Read) -> Result<Option<User>, RepoError> {
+        if let (Read::Shared, Some(snapshots)) = (read, &self.snapshots)
             && let Some(user) = snapshots
                 .users
                 .get()
@@ -582,8 +610,8 @@ impl TokenVerifier {
     /// Whether `jti` is denylisted, through the snapshot and the cache when
     /// they are configured (the snapshot answers whatever the engine's
     /// collation, or leaves the jti to the repository).
-    async fn is_revoked(&self, jti: &str) -> Result<bool, RepoError> {
-        if let Some(snapshots) = &self.snapshots
+    async fn is_revoked(&self, jti: &str, read: Read) -> Result<bool, RepoError> {
+        if let (Read::Shared, Some(snapshots)) = (read, &self.snapshots)
             && let Some(revoked) = snapshots
                 .revoked
                 .get()
