@@ -40,7 +40,7 @@ fn main() -> Result<()> {
                  test       fmt --check, clippy -D warnings, the test suite on real services, cargo-deny\n  \
                  services   start local PostgreSQL / MariaDB / Redis / NATS that are installed but not running\n  \
                  bench      service benchmarks (--quick, scenarios; see xtask/src/bench.rs); bench micro: cargo bench\n  \
-                 soak       long fault / churn / shutdown suites and fuzzing; rewrites docs/RELIABILITY.md"
+                 soak       long fault / churn / shutdown / ticket / hostile-client suites and fuzzing; rewrites docs/RELIABILITY.md"
             );
             bail!("no command given")
         }

@@ -3,12 +3,13 @@
 //! written into docs/RELIABILITY.md.
 //!
 //! ```text
-//! cargo xtask soak [--cases N] [--no-docs] [--only faults|churn|shutdown|tickets|fuzz ...]
+//! cargo xtask soak [--cases N] [--no-docs] [--only faults|churn|shutdown|tickets|hostile|fuzz ...]
 //! ```
 //!
 //! 1. The reliability suites of `bins/decnet-events/tests` (`faults`,
-//!    `churn`, `shutdown`, `tickets`) with `DECNET_SOAK=1` (their long variants: more
-//!    cycles, 100,000 churn cycles, 1,000 streams) one test at a time (so a
+//!    `churn`, `shutdown`, `tickets`, `hostile`) with `DECNET_SOAK=1` (their long
+//!    variants: more cycles, 100,000 churn cycles, 1,000 streams, 10,000
+//!    half-open connections) one test at a time (so a
 //!    figure is not measured against another test's load), with
 //!    `DECNET_RELIABILITY_OUT` naming `target/reliability/figures.jsonl`:
 //!    every figure a test measures is one JSON line there (the tests' own
@@ -34,7 +35,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 /// The reliability suites, in `bins/decnet-events/tests`.
-const SUITES: [&str; 4] = ["faults", "churn", "shutdown", "tickets"];
+const SUITES: [&str; 5] = ["faults", "churn", "shutdown", "tickets", "hostile"];
 /// The crates with a `tests/fuzz.rs` (proptest).
 const FUZZ_CRATES: [&str; 7] = [
     "decnet-topics",
@@ -425,5 +426,29 @@ mod tests {
         let mut listed = FUZZ_CRATES.to_vec();
         listed.sort_unstable();
         assert_eq!(found, listed, "FUZZ_CRATES lists every tests/fuzz.rs");
+    }
+
+    #[test]
+    fn every_reliability_suite_is_soaked() {
+        let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bins/decnet-events/tests");
+        let mut found: Vec<String> = std::fs::read_dir(&tests)
+            .expect("bins/decnet-events/tests")
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| {
+                std::fs::read_to_string(entry.path())
+                    .is_ok_and(|text| text.lines().any(|line| line == "mod reliability;"))
+            })
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".rs").map(str::to_owned)
+            })
+            .collect();
+        found.sort();
+        let mut listed = SUITES.to_vec();
+        listed.sort_unstable();
+        assert_eq!(
+            found, listed,
+            "SUITES lists every suite using tests/reliability"
+        );
     }
 }

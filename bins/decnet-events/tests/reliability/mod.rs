@@ -1,6 +1,7 @@
 //! The harness of the reliability suites (`faults.rs`, `churn.rs`,
-//! `shutdown.rs`): the real `decnet-events` binary as a process of its own
-//! (so its RSS, its exit code and its signals are the real ones), a
+//! `shutdown.rs`, `tickets.rs`, `hostile.rs`): the real `decnet-events`
+//! binary as a process of its own (so its RSS, its exit code and its
+//! signals are the real ones), a
 //! database it reads (a fresh schema on the shared PostgreSQL, or a
 //! private cluster from `test_support::pg_server`), a bus publisher, many
 //! SSE streams read concurrently, and the figures the suites measure.
