@@ -9,8 +9,9 @@
 //! Scenarios (default: all of them, in this order): `idle`, `fanout`,
 //! `ceiling`, `open-rate`, `ablation`, `h2` (HTTP/1.1 plain and over TLS
 //! against HTTP/2 one connection per stream and 100 streams per connection,
-//! over the test certificate of testdata/tls), `kinds` (every stream kind,
-//! and `/stream`'s database load with 100 dashboards). Each starts a fresh RELEASE
+//! over the test certificate of testdata/tls), `kinds` (every stream kind),
+//! `logs-db` (`/stream`'s database load with 100 dashboards, on PostgreSQL,
+//! SQLite and MySQL). Each starts a fresh RELEASE
 //! `decnet-events` on PostgreSQL (database `decnet_bench`, dropped and
 //! recreated once per run) and NATS, drives it with `decnet-loadgen`, and
 //! stops it. Summaries (JSON), server logs and the Markdown section go to
@@ -57,7 +58,7 @@ const USERS: usize = 20;
 /// Where the service section starts and ends in docs/BENCHMARKS.md.
 const BEGIN_MARK: &str = "<!-- BEGIN service-benchmarks: written by `cargo xtask bench`, edits inside are overwritten -->";
 const END_MARK: &str = "<!-- END service-benchmarks -->";
-const ALL: [&str; 7] = [
+const ALL: [&str; 8] = [
     "idle",
     "fanout",
     "ceiling",
@@ -65,6 +66,7 @@ const ALL: [&str; 7] = [
     "ablation",
     "h2",
     "kinds",
+    "logs-db",
 ];
 
 /// A generated section of docs/BENCHMARKS.md: the `report --section` name,
@@ -94,10 +96,10 @@ const SECTIONS: [DocSection; 3] = [
     },
     DocSection {
         name: "kinds",
-        begin: "<!-- BEGIN kind-benchmarks: written by `cargo xtask bench kinds`, edits inside are overwritten -->",
+        begin: "<!-- BEGIN kind-benchmarks: written by `cargo xtask bench kinds logs-db`, edits inside are overwritten -->",
         end: "<!-- END kind-benchmarks -->",
         svg: "",
-        scenarios: &["kinds"],
+        scenarios: &["kinds", "logs-db"],
     },
 ];
 
@@ -315,6 +317,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             "ablation" => ctx.fanout(sizes, "ablation", "per-connection"),
             "h2" => ctx.h2(sizes),
             "kinds" => ctx.kinds(sizes),
+            "logs-db" => ctx.logs_db(sizes),
             _ => Ok(()),
         };
         let load_after = load_average();
@@ -482,7 +485,8 @@ fn remove_results(out: &Path, scenario: &str) -> Result<()> {
         let ours = match scenario {
             "idle" => name.starts_with("idle-"),
             "h2" => name.starts_with("h2-"),
-            "kinds" => name.starts_with("kind-") || name.starts_with("logs-db"),
+            "kinds" => name.starts_with("kind-"),
+            "logs-db" => name.starts_with("logs-db"),
             _ => name.starts_with(&format!("{scenario}.")),
         };
         if ours && name.ends_with(".json") {
@@ -550,9 +554,9 @@ Reproduce: `cargo xtask bench h2 --docs` (about 3 to 4 minutes after the release
 const KINDS_TEXT: &str = "\n## decnet-events: every stream kind, and `/stream`'s database load\n\n\
 One fresh server per kind, plain HTTP/1.1, 10 000 streams held idle 10 s, then 20 s of publishing on the kind's topics: the attacker and topology streams spread over 1 000 keys (seeded attackers, seeded topologies) at 2 000 events/s; the identities, campaigns and orchestrator streams are firehoses (every event reaches every stream), so 2 events/s make the same 20 000 frames/s, in bursts of 10 000 frames.\n\
 Topics: `attacker.observation.bench.latency`, `topology.<id>.bench.latency`, `identity.bench.latency`, `campaign.bench.latency`, `orchestrator.bench.latency`.\n\
-`/stream` (logs, stats, histogram polled from the database): 1 dashboard, then (another fresh server) 100 dashboards open on the same (empty) filter, idle 30 s each; the database's load is the change of `xact_commit + xact_rollback` in PostgreSQL's `pg_stat_database` for the benchmark database over the window (pg_stat_statements is not installed; every statement of the service is a transaction of its own, and nothing else uses that database), against DECNET's endpoint's one `get_logs_after_id` per second per connection plus stats and histogram every ~10 s. \
-The window starts 11 s after the last open (PostgreSQL 15 flushes an idle backend's pending counts up to 10 s late: with less, the opens' own queries land in the window), and the scans per table (`pg_stat_user_tables`) say which queries ran: `logs` and `topology_deckies` are the poller's, `users` and `revoked_tokens` the streams' session re-checks.\n\
-Reproduce: `cargo xtask bench kinds --docs` (rewrites this section only).\n\n";
+`/stream` (logs, stats, histogram polled from the database), on PostgreSQL, SQLite and MySQL (MariaDB) in turn: 1 dashboard, then (another fresh server) 100 dashboards open on the same (empty) filter, idle 30 s each. The database's load is the server's own count of its queries per read (`decnet_repository_queries_total`, read from `/metrics` 2 s after the last open and at the end of the window; the readiness probe's `ping` is left out of the rate), the same on every engine, against DECNET's endpoint's one `get_logs_after_id` per second per connection plus stats and histogram every ~10 s. \
+SQLite and MySQL get a database of their own with DECNET's schema (`decnet-loadgen seed --database-url sqlite://<file>` or `mysql://<server>`, through decnet-repo's `testing` writers). On PostgreSQL the change of `xact_commit + xact_rollback` in `pg_stat_database` is reported too, with its window starting 11 s after the last open (PostgreSQL 15 flushes an idle backend's pending counts up to 10 s late), and the scans per table (`pg_stat_user_tables`).\n\
+Reproduce: `cargo xtask bench kinds logs-db --docs` (rewrites this section only; `logs-db` alone re-measures `/stream`).\n\n";
 
 /// The fixed text of the service section.
 fn service_text(s: &mut String) {
@@ -765,6 +769,18 @@ impl Ctx {
     /// A server; with `tls` (the repository root) it serves HTTPS with the
     /// test certificate, and `/readyz` on a plain ops listener.
     fn start_server_on(&self, name: &str, hub_mode: &str, tls: Option<&Path>) -> Result<Server> {
+        self.start_server_with(name, hub_mode, tls, &[])
+    }
+
+    /// [`start_server_on`](Self::start_server_on) with `env` set last (a
+    /// `/stream` run's database on another engine).
+    fn start_server_with(
+        &self,
+        name: &str,
+        hub_mode: &str,
+        tls: Option<&Path>,
+        env: &[(&str, String)],
+    ) -> Result<Server> {
         let port = test_support::free_port();
         let log_path = self.out.join(format!("server-{name}.log"));
         let log = File::create(&log_path).context("server log file")?;
@@ -791,6 +807,13 @@ impl Ctx {
             .env_remove("DECNET_TLS_CERT")
             .env_remove("DECNET_TLS_KEY")
             .env_remove("DECNET_OPS_BIND");
+        if !env.is_empty() {
+            // Another engine: its variables alone say where the data is.
+            command.env_remove("DECNET_DATABASE_URL");
+        }
+        for (key, value) in env {
+            command.env(key, value);
+        }
         let mut ready_port = port;
         if let Some(root) = tls {
             ready_port = test_support::free_port();
@@ -1020,7 +1043,7 @@ impl Ctx {
     }
 
     /// One run per bus-fed kind (idle, then a fan-out step at the same
-    /// frame rate), then `/stream` with dashboards on one filter.
+    /// frame rate).
     fn kinds(&self, sizes: &Sizes) -> Result<()> {
         for kind in KINDS {
             let name = format!("kind-{kind}");
@@ -1037,27 +1060,96 @@ impl Ctx {
             let rate = u32::try_from((frames / per_event.max(1)).max(1)).unwrap_or(1);
             self.compare_run(sizes, &name, None, rate, &strings(&["--kind", kind]))?;
         }
-        // One dashboard first: the database load of one poller, which the
-        // 100 dashboards on the same filter must not multiply.
-        for (name, dashboards) in [("logs-db-1", 1), ("logs-db", sizes.dashboards)] {
-            let server = self.start_server(name, "shared")?;
-            let args = vec![
-                "--kind".to_owned(),
-                "logs".to_owned(),
-                "--hold-secs".to_owned(),
-                sizes.dashboards_secs.to_string(),
-                "--count-db".to_owned(),
-                self.database_url.clone(),
-            ];
-            self.load(
-                &server,
-                name,
-                dashboards,
-                &args,
-                Duration::from_secs(u64::from(sizes.dashboards_secs) + 120),
-            )?;
+        Ok(())
+    }
+
+    /// `/stream` with dashboards on one filter, on every engine.
+    fn logs_db(&self, sizes: &Sizes) -> Result<()> {
+        // On each engine, one dashboard first: the database load of one
+        // poller, which the 100 dashboards on the same filter must not
+        // multiply.
+        for engine in ["postgres", "sqlite", "mysql"] {
+            let (database, count) = self.logs_database(engine)?;
+            for (one, dashboards) in [(true, 1), (false, sizes.dashboards)] {
+                let name = logs_run_name(engine, one);
+                let server = self.start_server_with(&name, "shared", None, &database.env)?;
+                let args = vec![
+                    "--kind".to_owned(),
+                    "logs".to_owned(),
+                    "--hold-secs".to_owned(),
+                    sizes.dashboards_secs.to_string(),
+                    "--count-db".to_owned(),
+                    count.clone(),
+                ];
+                self.load(
+                    &server,
+                    &name,
+                    dashboards,
+                    &args,
+                    Duration::from_secs(u64::from(sizes.dashboards_secs) + 120),
+                )?;
+            }
         }
         Ok(())
+    }
+
+    /// The database a `/stream` run's server reads on `engine`: the bench
+    /// database on PostgreSQL; on SQLite and MySQL a database with DECNET's
+    /// schema seeded by `decnet-loadgen seed` (removed when dropped). With
+    /// it, what `--count-db` is given.
+    fn logs_database(&self, engine: &str) -> Result<(EngineDb, String)> {
+        let seeded = |url: String| -> Result<String> {
+            let output = Command::new(&self.loadgen_bin)
+                .args(["seed", "--database-url", &url])
+                .args(["--attackers", "1", "--users", &USERS.to_string()])
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .with_context(|| format!("decnet-loadgen seed on {engine}"))?;
+            if !output.status.success() {
+                bail!("decnet-loadgen seed on {engine}: {}", output.status);
+            }
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        };
+        match engine {
+            "sqlite" => {
+                let path = self.out.join("logs-db.sqlite");
+                let path = seeded(format!("sqlite://{}", path.display()))?;
+                Ok((
+                    EngineDb {
+                        env: vec![
+                            ("DECNET_DB_TYPE", "sqlite".to_owned()),
+                            ("DECNET_DB_PATH", path.clone()),
+                        ],
+                        file: Some(PathBuf::from(path)),
+                    },
+                    "sqlite".to_owned(),
+                ))
+            }
+            "mysql" => {
+                let server = std::env::var("DECNET_TEST_MYSQL_URL")
+                    .ok()
+                    .filter(|url| !url.is_empty())
+                    .unwrap_or_else(|| "mysql://root@127.0.0.1:3306".to_owned());
+                let url = seeded(server)?;
+                Ok((
+                    EngineDb {
+                        env: vec![
+                            ("DECNET_DB_TYPE", "mysql".to_owned()),
+                            ("DECNET_DB_URL", url),
+                        ],
+                        file: None,
+                    },
+                    "mysql".to_owned(),
+                ))
+            }
+            _ => Ok((
+                EngineDb {
+                    env: Vec::new(),
+                    file: None,
+                },
+                self.database_url.clone(),
+            )),
+        }
     }
 
     /// One run of the h2 and kinds scenarios against a fresh server (HTTPS
@@ -1125,6 +1217,41 @@ impl Ctx {
 /// Load-generator processes `streams` take ([`STREAMS_PER_LOADGEN`] each).
 fn loadgens_for(streams: usize) -> usize {
     streams.div_ceil(STREAMS_PER_LOADGEN).max(1)
+}
+
+/// A `/stream` run's database on one engine: the server's variables for it,
+/// and the SQLite file to remove afterwards.
+struct EngineDb {
+    env: Vec<(&'static str, String)>,
+    file: Option<PathBuf>,
+}
+
+impl Drop for EngineDb {
+    fn drop(&mut self) {
+        if let Some(file) = &self.file {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut path = file.clone().into_os_string();
+                path.push(suffix);
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// The summary name of a `/stream` database-load run (as the load
+/// generator's report reads them): `logs-db[-1]` on PostgreSQL,
+/// `logs-db[-1]-<engine>` on the others.
+fn logs_run_name(engine: &str, one_dashboard: bool) -> String {
+    let base = if one_dashboard {
+        "logs-db-1"
+    } else {
+        "logs-db"
+    };
+    if engine == "postgres" {
+        base.to_owned()
+    } else {
+        format!("{base}-{engine}")
+    }
 }
 
 fn strings(items: &[&str]) -> Vec<String> {

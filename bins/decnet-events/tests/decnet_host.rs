@@ -555,6 +555,23 @@ async fn a_stock_decnet_host(db: Database<'_>, writer: Arc<dyn RepositoryWriter>
             "{series}\n{metrics}"
         );
     }
+    // The database reads behind them, counted per read on this engine.
+    for read in [
+        "attacker_by_uuid",
+        "latest_observation_per_primitive",
+        "recent_identities",
+        "recent_campaigns",
+        "recent_orchestrator_events",
+        "topology_snapshot",
+        "logs_after_id",
+        "log_stats",
+    ] {
+        let series = format!(r#"decnet_repository_queries_total{{read="{read}"}}"#);
+        assert!(
+            http::metric(&metrics, &series).is_some_and(|n| n >= 1.0),
+            "{series}\n{metrics}"
+        );
+    }
     // The analyst's sixth stream would be over DECNET's cap.
     let refused = http::request(bind, "GET", "/api/v1/stream", &[("authorization", &auth)]).await;
     assert_eq!(refused.status, 429, "{}", refused.text());

@@ -201,8 +201,10 @@ struct RunArgs {
     /// connect | ticket | stream (memory attribution)
     #[arg(long, default_value = "stream")]
     open_until: String,
-    /// Count the transactions of this PostgreSQL database (the server's)
-    /// over the hold (`pg_stat_database`), for the `/stream` database load
+    /// Count the server's database queries over the hold (its
+    /// `decnet_repository_queries_total`), for the `/stream` database load:
+    /// `sqlite` or `mysql` names the engine; a PostgreSQL URL (the server's
+    /// database) also counts its transactions (`pg_stat_database`)
     #[arg(long, value_name = "DATABASE_URL", hide_env_values = true)]
     count_db: Option<String>,
     /// Get each ticket on a connection of its own (default: the ticket POST

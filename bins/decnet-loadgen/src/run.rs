@@ -159,6 +159,25 @@ pub(crate) fn parse_url(url: &str, tls: bool) -> Result<(SocketAddr, String)> {
 /// opens' queries lands inside the window.
 const DB_SETTLE: Duration = Duration::from_secs(11);
 
+/// How long the opens' queries are left to finish before the server's own
+/// counts are read (they count each query as it is made).
+const QUERIES_SETTLE: Duration = Duration::from_secs(2);
+
+/// Whether `--count-db` names a PostgreSQL database (its counters are read
+/// too) rather than an engine (`sqlite`, `mysql`: the server's counts only).
+fn is_postgres(target: &str) -> bool {
+    target.starts_with("postgres://") || target.starts_with("postgresql://")
+}
+
+/// The engine `--count-db` names.
+fn engine_of(target: &str) -> &str {
+    if is_postgres(target) {
+        "postgres"
+    } else {
+        target
+    }
+}
+
 /// A reading of the database's counters.
 struct DbReading {
     name: String,
@@ -443,11 +462,26 @@ pub(crate) async fn run(options: RunOptions) -> Result<Summary> {
             "the server did not report {target} active streams within 180 s"
         ));
     }
+    // PostgreSQL's own counters lag (see `DB_SETTLE`); the server's
+    // counts of its queries do not.
+    let settle = |target: &str| {
+        if is_postgres(target) {
+            DB_SETTLE
+        } else {
+            QUERIES_SETTLE
+        }
+    };
     let db_before = match &options.count_db {
-        Some(url) => {
-            // The opens' own queries settle first (see `DB_SETTLE`).
-            tokio::time::sleep(DB_SETTLE).await;
-            Some((db_transactions(url).await?, Instant::now()))
+        Some(target) => {
+            // The opens' own queries settle first.
+            tokio::time::sleep(settle(target)).await;
+            let pg = if is_postgres(target) {
+                Some(db_transactions(target).await?)
+            } else {
+                None
+            };
+            let queries = repository_queries(&shared).await?;
+            Some((pg, queries, Instant::now()))
         }
         None => None,
     };
@@ -455,31 +489,46 @@ pub(crate) async fn run(options: RunOptions) -> Result<Summary> {
         eprintln!("hold: {:.0} s idle", options.hold.as_secs_f64());
         tokio::time::sleep(options.hold).await;
     }
-    if let (Some(url), Some((before, at))) = (&options.count_db, db_before) {
+    if let (Some(target), Some((pg_before, queries_before, at))) = (&options.count_db, db_before) {
         // Both readings lag the queries by the same flush delay: the window
         // is from one reading to the other.
-        tokio::time::sleep(DB_SETTLE).await;
+        tokio::time::sleep(settle(target)).await;
+        let queries_after = repository_queries(&shared).await?;
         let secs = at.elapsed().as_secs_f64();
-        let after = db_transactions(url).await?;
-        let scans = after
-            .scans
+        let queries = queries_after
             .iter()
-            .map(|(table, n)| {
-                let was = before.scans.get(table).copied().unwrap_or(0);
-                (table.clone(), n.saturating_sub(was))
+            .map(|(read, n)| {
+                let was = queries_before.get(read).copied().unwrap_or(0);
+                (read.clone(), n.saturating_sub(was))
             })
             .filter(|(_, n)| *n > 0)
             .collect();
-        summary.db_load = Some(DbLoad {
-            database: before.name,
+        let mut load = DbLoad {
+            database: target.clone(),
+            engine: engine_of(target).to_owned(),
             secs,
+            queries,
+            ..DbLoad::default()
+        };
+        if let Some(before) = pg_before {
+            let after = db_transactions(target).await?;
+            load.scans = after
+                .scans
+                .iter()
+                .map(|(table, n)| {
+                    let was = before.scans.get(table).copied().unwrap_or(0);
+                    (table.clone(), n.saturating_sub(was))
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            load.database = before.name;
             // Our own "before" reading is one transaction of the window.
-            transactions: after
+            load.transactions = after
                 .transactions
                 .saturating_sub(before.transactions)
-                .saturating_sub(1),
-            scans,
-        });
+                .saturating_sub(1);
+        }
+        summary.db_load = Some(load);
     }
     summary.server_idle = sample_server();
     if let Some(idle) = summary.server_idle {
@@ -899,6 +948,40 @@ async fn wait_active(shared: &Shared, target: u64, limit: Duration) -> bool {
 }
 
 async fn active_streams(shared: &Shared) -> Result<u64> {
+    metrics_text(shared)
+        .await?
+        .lines()
+        .find_map(|line| line.strip_prefix("decnet_sse_streams_active "))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no decnet_sse_streams_active in /metrics")
+}
+
+/// The queries the server has made to its database so far, per read
+/// (`decnet_repository_queries_total{read="..."}` of its `/metrics`).
+async fn repository_queries(shared: &Shared) -> Result<BTreeMap<String, u64>> {
+    let text = metrics_text(shared).await?;
+    let counts = parse_repository_queries(&text);
+    if counts.is_empty() {
+        bail!("no decnet_repository_queries_total in /metrics");
+    }
+    Ok(counts)
+}
+
+/// `decnet_repository_queries_total{read="x"} n` lines, by read.
+fn parse_repository_queries(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("decnet_repository_queries_total{read=\"")?;
+            let (read, rest) = rest.split_once("\"}")?;
+            let n: f64 = rest.trim().parse().ok()?;
+            // Prometheus text counts are integers here.
+            Some((read.to_owned(), n as u64))
+        })
+        .collect()
+}
+
+/// The server's `/metrics` text.
+async fn metrics_text(shared: &Shared) -> Result<String> {
     let stream = connect_h1(shared.server, None, shared.tls.as_ref()).await?;
     let mut conn = Conn::new(stream, 16 * 1024);
     let request = format!(
@@ -908,11 +991,7 @@ async fn active_streams(shared: &Shared) -> Result<u64> {
     conn.send(request.as_bytes()).await?;
     let head = conn.read_head().await?;
     let body = conn.read_body(head.body).await?;
-    let text = String::from_utf8_lossy(&body);
-    text.lines()
-        .find_map(|line| line.strip_prefix("decnet_sse_streams_active "))
-        .and_then(|v| v.trim().parse().ok())
-        .context("no decnet_sse_streams_active in /metrics")
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Where one key's bench events go: the topic, and the payload field that
@@ -1155,6 +1234,23 @@ fn step_progress(shared: &Shared, expected: u64, wall: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repository_queries_are_read_per_read_from_metrics_text() {
+        let text = "# HELP decnet_repository_queries Queries\n\
+            # TYPE decnet_repository_queries counter\n\
+            decnet_repository_queries_total{read=\"logs_after_id\"} 41\n\
+            decnet_repository_queries_total{read=\"ping\"} 0\n\
+            decnet_sse_streams_active 3\n";
+        let counts = parse_repository_queries(text);
+        assert_eq!(counts.len(), 2);
+        assert_eq!(counts["logs_after_id"], 41);
+        assert_eq!(counts["ping"], 0);
+        assert!(parse_repository_queries("decnet_sse_streams_active 3\n").is_empty());
+        assert_eq!(engine_of("postgres://u@h/db"), "postgres");
+        assert_eq!(engine_of("sqlite"), "sqlite");
+        assert!(!is_postgres("mysql"));
+    }
 
     #[test]
     fn urls_must_be_loopback() {

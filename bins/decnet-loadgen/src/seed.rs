@@ -50,12 +50,31 @@ pub(crate) struct SeedOptions {
     pub(crate) topologies: usize,
 }
 
-/// Recreate (optionally), migrate and fill the benchmark database.
+/// Recreate (optionally), migrate and fill the benchmark database; on
+/// DECNET's own engines (`--database-url sqlite:///<file>` or a MySQL
+/// server's `mysql://user@host:port`), a new database with DECNET's schema,
+/// whose path or URL is printed on stdout.
 ///
 /// # Errors
 ///
 /// A bad URL, or any database failure.
 pub(crate) async fn seed(options: &SeedOptions) -> Result<()> {
+    if let Some(path) = options.database_url.strip_prefix("sqlite://") {
+        let _ = std::fs::remove_file(path);
+        let db = decnet_repo::testing::SqliteTestDb::create(true).await;
+        fill(db.writer().as_ref(), options).await?;
+        let kept = db.keep().await;
+        std::fs::copy(&kept, path).with_context(|| format!("writing {path}"))?;
+        std::fs::remove_file(&kept).with_context(|| format!("removing {}", kept.display()))?;
+        println!("{path}");
+        return Ok(());
+    }
+    if options.database_url.starts_with("mysql://") {
+        let db = decnet_repo::testing::MysqlTestDb::create(&options.database_url).await;
+        fill(db.writer().as_ref(), options).await?;
+        println!("{}", db.keep().await);
+        return Ok(());
+    }
     if let Some(admin_url) = &options.recreate_via {
         let Some(name) = database_name(&options.database_url) else {
             bail!("the database URL must end in /<name> with [a-z0-9_] only");
@@ -82,6 +101,11 @@ pub(crate) async fn seed(options: &SeedOptions) -> Result<()> {
     let repo = PgRepository::connect(PgConfig::new(options.database_url.clone()))
         .context("connecting to the benchmark database")?;
     repo.migrate().await.context("migrating")?;
+    fill(&repo, options).await
+}
+
+/// The users, attackers and topologies of `options`, through `repo`.
+async fn fill(repo: &dyn RepositoryWriter, options: &SeedOptions) -> Result<()> {
     for index in 0..options.users {
         repo.create_user(&User {
             uuid: user_uuid(index),

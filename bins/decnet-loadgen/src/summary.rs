@@ -86,13 +86,22 @@ pub(crate) struct OpenCpu {
     pub(crate) loadgen_secs: f64,
 }
 
-/// Transactions the server's database committed or rolled back over a
-/// window (PostgreSQL's `pg_stat_database`; every statement of the
-/// service is a transaction of its own).
+/// The server's database load over a window: the queries it made, per read
+/// (its `decnet_repository_queries_total`, on every engine), and on
+/// PostgreSQL the transactions the database committed or rolled back
+/// (`pg_stat_database`; every statement of the service is a transaction of
+/// its own) and the scans per table.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct DbLoad {
-    /// The database counted.
+    /// The database counted (the engine's name for SQLite and MySQL).
     pub(crate) database: String,
+    /// `postgres`, `sqlite` or `mysql`.
+    #[serde(default)]
+    pub(crate) engine: String,
+    /// The server's queries over the window per read, reads made at least
+    /// once.
+    #[serde(default)]
+    pub(crate) queries: BTreeMap<String, u64>,
     /// Length of the window, seconds.
     pub(crate) secs: f64,
     /// `xact_commit + xact_rollback` over the window, the load generator's

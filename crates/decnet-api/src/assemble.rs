@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use decnet_auth::{ConnectionLimiter, TicketStore, TokenVerifier, VerifierConfig};
 use decnet_bus::Bus;
-use decnet_repo::Repository;
+use decnet_repo::{CountedRepository, Repository};
 use decnet_stream::{LogHub, StreamHub, decnet_kinds};
 
 use crate::app::{App, AppParts};
@@ -30,7 +30,8 @@ impl App {
     /// DECNET's six streams, the ticket endpoint and the ops endpoints, as
     /// `settings` configure them, on `backends`: starts the hub (it
     /// subscribes in the background) and `/stream`'s log pollers; forwards
-    /// the rest to `DECNET_EVENTS_UPSTREAM` when it is set.
+    /// the rest to `DECNET_EVENTS_UPSTREAM` when it is set. Every query to
+    /// the repository is counted (`decnet_repository_queries_total{read}`).
     pub fn from_settings(settings: &Settings, backends: Backends) -> App {
         let Backends {
             repository,
@@ -38,6 +39,9 @@ impl App {
             tickets,
             secret,
         } = backends;
+        let counted = CountedRepository::new(repository);
+        let queries = crate::metrics::RepositoryView(counted.counts());
+        let repository: Arc<dyn Repository> = Arc::new(counted);
         let verifier = TokenVerifier::new(
             VerifierConfig {
                 secret,
@@ -59,7 +63,7 @@ impl App {
                 logs: Some(logs),
             },
             settings.app.clone(),
-            Vec::new(),
+            vec![Box::new(queries)],
         );
         match &settings.upstream {
             Some(upstream) => app.with_upstream(Upstream::new(upstream.clone())),

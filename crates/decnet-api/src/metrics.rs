@@ -137,6 +137,32 @@ struct LiveView {
     limiter: ConnectionLimiter,
 }
 
+/// The queries made through the service's repository, by read.
+pub(crate) struct RepositoryView(pub(crate) decnet_repo::QueryCounts);
+
+impl std::fmt::Debug for RepositoryView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepositoryView").finish_non_exhaustive()
+    }
+}
+
+impl Collector for RepositoryView {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let rows: Vec<_> = self
+            .0
+            .all()
+            .into_iter()
+            .map(|(read, n)| (vec![("read", read.name())], n))
+            .collect();
+        labelled_counter(
+            &mut encoder,
+            "decnet_repository_queries",
+            "Queries made to the database, by read (the repository method)",
+            &rows,
+        )
+    }
+}
+
 impl std::fmt::Debug for LiveView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LiveView").finish_non_exhaustive()

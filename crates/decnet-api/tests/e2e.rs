@@ -99,6 +99,7 @@ macro_rules! kind_cases {
             per_user_cap_is_shared_across_kinds,
             logs_stream_search,
             logs_stream_replay_stats_histogram,
+            logs_stream_one_poller_per_filter,
         );
     };
 }

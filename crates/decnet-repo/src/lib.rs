@@ -14,6 +14,8 @@
 //! SQL migrations embedded), and the readers of DECNET's own database,
 //! `SqliteRepository` (feature `sqlite`) and `MysqlRepository` (feature
 //! `mysql`), both on sqlx's drivers, read-only, over DECNET's Alembic schema.
+//! [`CountedRepository`] wraps any of them and counts its queries per read
+//! ([`Read`]), the same on every engine.
 //! Every SQL backend has a `check_schema` naming what a database lacks
 //! ([`SchemaMismatch`], against [`REQUIRED_COLUMNS`]).
 //! What it is not: DECNET's ORM. The service only reads; the writer exists for
@@ -31,6 +33,7 @@
 //! Errors: every operation returns [`RepoError`]. A caller that only needs to
 //! know whether to answer 503 asks [`RepoError::is_unavailable`].
 
+mod counted;
 mod datetime;
 mod memory;
 #[cfg(feature = "mysql")]
@@ -54,6 +57,7 @@ mod sqlx_support;
 pub mod testing;
 mod traits;
 
+pub use counted::{CountedRepository, QueryCounts, Read};
 pub use datetime::{DbTime, DbTimeError};
 pub use memory::MemoryRepository;
 #[cfg(feature = "mysql")]

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use decnet_repo::{DbTime, LogRow};
+use decnet_repo::{DbTime, LogRow, Read};
 use serde_json::{Value, json};
 use test_support::http::{ITEM_TIMEOUT, SseStream};
 
@@ -373,4 +373,49 @@ pub(crate) async fn logs_stream_replay_stats_histogram(world: World) {
         )
         .await
         .assert_detail(422, "Invalid request parameters");
+}
+
+/// 20 dashboards on one filter and one on another make the `logs_after_id`
+/// queries of two pollers, not of 21: a poller polls once per
+/// `poll_every`, so `POLLS` queries by two of them span at least
+/// `POLLS / 2 - 1` intervals (a slow machine only makes that longer; 21
+/// pollers would make them in about three intervals).
+pub(crate) async fn logs_stream_one_poller_per_filter(world: World) {
+    const DASHBOARDS: usize = 20;
+    const POLLS: u64 = 40;
+    write_rows(&world, seed_rows()).await;
+    let mut every = Duration::ZERO;
+    let server = world
+        .server_with(|settings| {
+            fast_logs(settings);
+            every = settings.logs.poll_every;
+        })
+        .await;
+    let token = world.token(&world.user("viewer").await);
+    let mut dashboards = Vec::new();
+    for _ in 0..DASHBOARDS {
+        dashboards.push(open(&server, &token, "search=service%3Assh").await.0);
+    }
+    dashboards.push(open(&server, &token, "search=decky%3Aweb02").await.0);
+
+    let before = server.queries.get(Read::LogsAfterId);
+    let began = tokio::time::Instant::now();
+    poll_until(Duration::from_secs(30), "the pollers' queries", || async {
+        (server.queries.get(Read::LogsAfterId) >= before + POLLS).then_some(())
+    })
+    .await;
+    let took = began.elapsed();
+    let floor = every * u32::try_from(POLLS / 2 - 1).unwrap_or(u32::MAX);
+    assert!(
+        took >= floor,
+        "{POLLS} polls in {took:?}, under the {floor:?} two pollers need: one poller per stream?"
+    );
+    // Every dashboard is still served by its filter's poller.
+    for stream in &mut dashboards {
+        let (kind, _, _) = message(stream).await;
+        assert!(
+            kind == "stats" || kind == "histogram" || kind == "logs",
+            "{kind}"
+        );
+    }
 }

@@ -669,6 +669,10 @@ impl World {
 
     /// Build and start a server over `repo` with `settings` (not waited for).
     pub(crate) async fn start(&self, settings: Settings, repo: Arc<dyn Repository>) -> TestServer {
+        // Counted as `App::from_settings` counts them for `/metrics`.
+        let counted = decnet_repo::CountedRepository::new(repo);
+        let queries = counted.counts();
+        let repo: Arc<dyn Repository> = Arc::new(counted);
         let bus = match self
             .bus_url
             .as_deref()
@@ -744,6 +748,7 @@ impl World {
             app,
             bus,
             redis_tickets,
+            queries,
             stop: Some(stop),
             task: Some(task),
         }
@@ -925,6 +930,8 @@ pub(crate) struct TestServer {
     pub(crate) bus: Bus,
     /// Its ticket store when it is Redis (to look at the keys).
     pub(crate) redis_tickets: Option<RedisTicketStore>,
+    /// The queries it has made to its repository, by read.
+    pub(crate) queries: decnet_repo::QueryCounts,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }

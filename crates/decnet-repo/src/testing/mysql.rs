@@ -61,6 +61,8 @@ pub struct MysqlTestDb {
     name: String,
     url: String,
     pool: MySqlPool,
+    /// Not dropped with this value ([`MysqlTestDb::keep`]).
+    kept: bool,
 }
 
 impl MysqlTestDb {
@@ -106,6 +108,7 @@ impl MysqlTestDb {
             pool: writer_pool(&url),
             name,
             url,
+            kept: false,
         };
         let options: MySqlConnectOptions = db.url.parse().expect("url");
         let mut conn = options
@@ -118,6 +121,15 @@ impl MysqlTestDb {
             .expect("DECNET's MySQL DDL");
         conn.close().await.ok();
         db
+    }
+
+    /// Close the writer and keep the database (not dropped): for a
+    /// database another process reads, as the benchmarks' servers do; its
+    /// URL. Test runs drop kept databases an hour old, as any other.
+    pub async fn keep(mut self) -> String {
+        self.kept = true;
+        self.pool.close().await;
+        self.url.clone()
     }
 
     /// The database name.
@@ -156,6 +168,9 @@ impl MysqlTestDb {
 
 impl Drop for MysqlTestDb {
     fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
         let server = self.server.clone();
         let name = self.name.clone();
         let outcome = std::thread::spawn(move || {

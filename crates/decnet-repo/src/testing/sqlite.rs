@@ -109,6 +109,17 @@ impl SqliteTestDb {
         self.file.path()
     }
 
+    /// Close the writer and keep the file (not removed): for a database
+    /// another process reads, as the benchmarks' servers do. The caller
+    /// removes it.
+    pub async fn keep(self) -> PathBuf {
+        let SqliteTestDb { pool, file } = self;
+        pool.close().await;
+        let path = file.path().to_owned();
+        std::mem::forget(file);
+        path
+    }
+
     /// The writer pool (raw SQL; DECNET's writer holding locks).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
