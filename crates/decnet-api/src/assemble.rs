@@ -10,6 +10,7 @@ use decnet_repo::Repository;
 use decnet_stream::{LogHub, StreamHub, decnet_kinds};
 
 use crate::app::{App, AppParts};
+use crate::breaker::RepositoryBreaker;
 use crate::proxy::Upstream;
 use crate::settings::Settings;
 
@@ -30,14 +31,19 @@ impl App {
     /// DECNET's six streams, the ticket endpoint and the ops endpoints, as
     /// `settings` configure them, on `backends`: starts the hub (it
     /// subscribes in the background) and `/stream`'s log pollers; forwards
-    /// the rest to `DECNET_EVENTS_UPSTREAM` when it is set.
+    /// the rest to `DECNET_EVENTS_UPSTREAM` when it is set. Every reader
+    /// goes through the repository's circuit breaker
+    /// ([`RepositoryBreaker::guard`]); the breaker probes the repository
+    /// itself.
     pub fn from_settings(settings: &Settings, backends: Backends) -> App {
         let Backends {
-            repository,
+            repository: health,
             bus,
             tickets,
             secret,
         } = backends;
+        let breaker = RepositoryBreaker::new(settings.breaker);
+        let repository = breaker.guard(health.clone());
         let verifier = TokenVerifier::new(
             VerifierConfig {
                 secret,
@@ -54,7 +60,8 @@ impl App {
                 verifier,
                 tickets,
                 limiter: ConnectionLimiter::new(settings.max_per_user, settings.max_total),
-                health: repository,
+                health,
+                breaker,
                 bus,
                 logs: Some(logs),
             },
