@@ -25,7 +25,9 @@ use test_support::servers::{NatsServer, RedisServer};
 const STREAMS: usize = 100;
 /// Live events must reach every stream within this of the bus's restart.
 const RESUME_TARGET: Duration = Duration::from_secs(5);
-/// A refused database must turn new streams away within this.
+/// A refused or hung database must turn new streams away within this (the
+/// repository's circuit breaker: one probe interval, 250 ms, plus one probe
+/// timeout, 500 ms, at worst for a hung one).
 const REFUSED_503_TARGET: Duration = Duration::from_secs(1);
 
 /// A bus broker of the test's own, killed and restarted.
@@ -179,7 +181,7 @@ async fn timed_refusal(
 }
 
 /// The database refused (killed) or hung (SIGSTOP) with streams open: new
-/// streams get 503 + Retry-After (within 1 s when refused), open streams
+/// streams get 503 + Retry-After within 1 s either way, open streams
 /// keep receiving live events, `/readyz` says 503, and it recovers.
 async fn database_fault(hang: bool, test: &'static str) {
     if test_support::service_url(Svc::Postgres).is_none() {
@@ -208,16 +210,17 @@ async fn database_fault(hang: bool, test: &'static str) {
 
     let (fault, target) = if hang {
         tokio::task::block_in_place(|| pg.hang());
-        // A hung database never answers: the open's own deadline
-        // (DECNET_SSE_OPEN_TIMEOUT_MS, 5 s) ends the wait, not the
-        // repository's whole call deadline (12 s).
-        ("hung", Duration::from_secs(6))
+        // A hung database never answers: the breaker's probe times out
+        // (DECNET_SSE_REPO_PROBE_TIMEOUT_MS) and the waiting open is cut
+        // short, long before the open's own deadline (5 s) or the
+        // repository's call deadline (12 s).
+        ("hung", REFUSED_503_TARGET)
     } else {
         tokio::task::block_in_place(|| pg.kill());
         ("down", REFUSED_503_TARGET)
     };
     let mut worst = Duration::ZERO;
-    for _ in 0..scaled(if hang { 1 } else { 3 }, if hang { 3 } else { 10 }) {
+    for _ in 0..scaled(3, 10) {
         let (took, refused) = timed_refusal(&service, &user, &attacker).await;
         refused.assert_503();
         worst = worst.max(took);

@@ -1,12 +1,14 @@
 //! decnet-api's routes (the attacker stream, tickets) inside your own hyper service.
-use decnet_api::{App, AppParts, full};
+use decnet_api::{App, AppParts, RepositoryBreaker, full};
 use decnet_auth::{ConnectionLimiter, MemoryTicketStore, TokenVerifier, VerifierConfig};
 use decnet_stream::{AttackerKind, StreamHub, StreamKind};
 use hyper::{Response, server::conn::http1, service::service_fn};
 use std::{convert::Infallible, sync::Arc};
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let repo = Arc::new(decnet_repo::MemoryRepository::new()); // your data layer
+    let health = Arc::new(decnet_repo::MemoryRepository::new()); // your data layer
+    let breaker = RepositoryBreaker::default(); // 503 at once while the database is down or hung
+    let repo = breaker.guard(health.clone());
     let bus = decnet_bus::Bus::memory(); // or decnet_bus::Bus::connect(&config)
     let kinds: Vec<Arc<dyn StreamKind>> = vec![Arc::new(AttackerKind::new(repo.clone()))];
     let secret = VerifierConfig::new(b"32-byte-secret-shared-with-DECNET");
@@ -15,7 +17,8 @@ async fn main() -> std::io::Result<()> {
         verifier: TokenVerifier::new(secret, repo.clone()),
         tickets: Arc::new(MemoryTicketStore::default()),
         limiter: ConnectionLimiter::new(5, None),
-        health: repo,
+        health,
+        breaker,
         bus,
         logs: None,
     };

@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::access_log::AccessLog;
 use crate::auth::{JwtSession, authenticate_bearer, bearer, redeem_ticket};
 use crate::body::{Body, BoxError, full};
+use crate::breaker::{ProbeTask, RepositoryBreaker};
 use crate::conn::ConnCtx;
 use crate::cors::Cors;
 use crate::metrics::{Metrics, RouteLabels};
@@ -59,9 +60,9 @@ pub struct AppConfig {
     pub developer: bool,
     /// How long minting a ticket or opening a stream may take (credentials,
     /// the key's lookup, the snapshot) before it is a 503 with
-    /// `Retry-After`, so a database that hangs rather than refuses is not
-    /// waited for the repository's whole call deadline
-    /// (`DECNET_SSE_OPEN_TIMEOUT_MS`).
+    /// `Retry-After`, so a slow database is not waited for the repository's
+    /// whole call deadline (`DECNET_SSE_OPEN_TIMEOUT_MS`). A database that
+    /// hangs is refused sooner, by the [`RepositoryBreaker`].
     pub open_timeout: Duration,
 }
 
@@ -91,8 +92,14 @@ pub struct AppParts {
     pub tickets: Arc<dyn TicketStore>,
     /// Per-user (and total) stream slots, shared by every kind.
     pub limiter: ConnectionLimiter,
-    /// Readiness of the data layer.
+    /// Readiness of the data layer: what the breaker probes (the
+    /// repository itself, not its guarded view).
     pub health: Arc<dyn Health>,
+    /// The repository's circuit breaker. Give the hub, the verifier and the
+    /// log pollers the repository through [`RepositoryBreaker::guard`] so
+    /// requests fail at once while it is open ([`App::from_settings`] does);
+    /// without that it still drives `/readyz` and its metrics.
+    pub breaker: RepositoryBreaker,
     /// The bus (for readiness and metrics).
     pub bus: Bus,
     /// The `/stream` pollers (`None`: `/stream` answers 404).
@@ -105,6 +112,10 @@ struct Inner {
     tickets: Arc<dyn TicketStore>,
     limiter: ConnectionLimiter,
     health: Arc<dyn Health>,
+    breaker: RepositoryBreaker,
+    /// The breaker's probe task: stopped by [`App::shutdown`], or when the
+    /// last clone of the application is dropped.
+    probe: Option<ProbeTask>,
     bus: Bus,
     metrics: Metrics,
     config: AppConfig,
@@ -170,8 +181,10 @@ impl App {
             parts.bus.clone(),
             parts.tickets.clone(),
             parts.limiter.clone(),
+            parts.breaker.clone(),
             extra_metrics,
         );
+        let probe = parts.breaker.start(parts.health.clone());
         let kinds = STREAM_ROUTES.map(|route| parts.hub.kind_id(route.kind()));
         App {
             inner: Arc::new(Inner {
@@ -181,6 +194,8 @@ impl App {
                 tickets: parts.tickets,
                 limiter: parts.limiter,
                 health: parts.health,
+                breaker: parts.breaker,
+                probe,
                 bus: parts.bus,
                 metrics,
                 config,
@@ -233,6 +248,22 @@ impl App {
     /// The connection limiter (slots held by every stream).
     pub fn limiter(&self) -> &ConnectionLimiter {
         &self.inner.limiter
+    }
+
+    /// The repository's circuit breaker.
+    pub fn breaker(&self) -> &RepositoryBreaker {
+        &self.inner.breaker
+    }
+
+    /// Stop the application's background work: the hub ends every stream
+    /// ([`StreamHub::shutdown`]) and the repository probe task stops.
+    /// [`crate::serve`] calls it when it stops accepting; an embedder calls
+    /// it at its own shutdown. Idempotent.
+    pub fn shutdown(&self) {
+        self.inner.hub.shutdown();
+        if let Some(probe) = &self.inner.probe {
+            probe.stop();
+        }
     }
 
     /// The Prometheus text of `/metrics`.
@@ -414,9 +445,10 @@ impl App {
         let inner = &self.inner;
         let bus_state = inner.bus.state();
         let bus_ok = inner.bus.kind().is_null() || bus_state == ConnectionState::Connected;
-        let repo_ok = tokio::time::timeout(Duration::from_secs(2), inner.health.ping())
-            .await
-            .is_ok_and(|r| r.is_ok());
+        // The breaker's state: down as soon as it opens; while it is closed
+        // this request probes too (so a repository that just failed is seen
+        // now, and opens the breaker), within the probe timeout.
+        let repo_ok = inner.breaker.is_up() && inner.breaker.probe(inner.health.as_ref()).await;
         let ready = bus_ok && repo_ok;
         let body = json!({
             "status": if ready { "ready" } else { "not ready" },

@@ -10,6 +10,7 @@ use decnet_repo::{CountedRepository, Repository};
 use decnet_stream::{LogHub, StreamHub, decnet_kinds};
 
 use crate::app::{App, AppParts};
+use crate::breaker::RepositoryBreaker;
 use crate::proxy::Upstream;
 use crate::settings::Settings;
 
@@ -31,17 +32,22 @@ impl App {
     /// `settings` configure them, on `backends`: starts the hub (it
     /// subscribes in the background) and `/stream`'s log pollers; forwards
     /// the rest to `DECNET_EVENTS_UPSTREAM` when it is set. Every query to
-    /// the repository is counted (`decnet_repository_queries_total{read}`).
+    /// the repository is counted (`decnet_repository_queries_total{read}`),
+    /// and every reader goes through the repository's circuit breaker
+    /// ([`RepositoryBreaker::guard`]); the breaker probes the (counted)
+    /// repository itself, and its fast refusals reach no database.
     pub fn from_settings(settings: &Settings, backends: Backends) -> App {
         let Backends {
-            repository,
+            repository: health,
             bus,
             tickets,
             secret,
         } = backends;
-        let counted = CountedRepository::new(repository);
+        let counted = CountedRepository::new(health);
         let queries = crate::metrics::RepositoryView(counted.counts());
-        let repository: Arc<dyn Repository> = Arc::new(counted);
+        let health: Arc<dyn Repository> = Arc::new(counted);
+        let breaker = RepositoryBreaker::new(settings.breaker);
+        let repository = breaker.guard(health.clone());
         let verifier = TokenVerifier::new(
             VerifierConfig {
                 secret,
@@ -58,7 +64,8 @@ impl App {
                 verifier,
                 tickets,
                 limiter: ConnectionLimiter::new(settings.max_per_user, settings.max_total),
-                health: repository,
+                health,
+                breaker,
                 bus,
                 logs: Some(logs),
             },

@@ -92,6 +92,7 @@ mod tests {
             tickets: Arc::new(MemoryTicketStore::default()),
             limiter: ConnectionLimiter::new(5, None),
             health: repo,
+            breaker: crate::RepositoryBreaker::default(),
             bus,
             logs: None,
         };

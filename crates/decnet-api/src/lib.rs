@@ -4,11 +4,13 @@
 //! streams of DECNET's dashboard (Bearer or single-use ticket
 //! authentication, the 404 / 429 / 503 answers before any stream byte, the
 //! SSE response), the ticket endpoint, `/healthz`, `/readyz`, `/metrics`,
-//! CORS, the access log with secrets redacted; one [`Refusal`] type for every
-//! error answer; [`JwtSession`], the adapter between decnet-auth and
-//! decnet-stream; and [`serve`], which runs an [`App`] on a listener with
-//! connection watchdogs (write progress, session expiry enforced outside the
-//! body, connection caps) and drains on shutdown, the hub included.
+//! CORS, the access log with secrets redacted; [`RepositoryBreaker`], which
+//! turns requests away at once while the database is down or hung; one
+//! [`Refusal`] type for every error answer; [`JwtSession`], the adapter
+//! between decnet-auth and decnet-stream; and [`serve`], which runs an
+//! [`App`] on a listener with connection watchdogs (write progress, session
+//! expiry enforced outside the body, connection caps) and drains on
+//! shutdown, the hub and the probe task included.
 //! What it is not: a configuration reader or a backend chooser. The binary
 //! (`bins/decnet-events`) reads the environment through [`settings`] and
 //! builds the backends; an embedder builds its own [`AppParts`].
@@ -38,6 +40,7 @@ mod app;
 mod assemble;
 mod auth;
 mod body;
+mod breaker;
 mod conn;
 mod console;
 mod cors;
@@ -61,6 +64,10 @@ pub use auth::{
     bearer, redeem_ticket,
 };
 pub use body::{Body, BoxError, full};
+pub use breaker::{
+    BreakerConfig, BreakerCounters, BreakerOpen, ProbeTask, RepositoryBreaker, TripCause,
+    is_breaker_open,
+};
 pub use conn::ConnCtx;
 pub use console::CONSOLE_CSP;
 pub use cors::Cors;

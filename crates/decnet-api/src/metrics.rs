@@ -21,6 +21,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::breaker::RepositoryBreaker;
+
 /// Labels of the request latency histogram.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RouteLabels {
@@ -65,12 +67,14 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Build the registry with the live views of `hub`, `bus`, `tickets` and `limiter`.
+    /// Build the registry with the live views of `hub`, `bus`, `tickets`,
+    /// `limiter` and `breaker`.
     pub(crate) fn new(
         hub: StreamHub,
         bus: Bus,
         tickets: Arc<dyn TicketStore>,
         limiter: ConnectionLimiter,
+        breaker: RepositoryBreaker,
         extra: Vec<Box<dyn Collector>>,
     ) -> Self {
         let mut registry = Registry::default();
@@ -101,6 +105,7 @@ impl Metrics {
             bus,
             tickets,
             limiter,
+            breaker,
         }));
         for collector in extra {
             registry.register_collector(collector);
@@ -135,6 +140,7 @@ struct LiveView {
     bus: Bus,
     tickets: Arc<dyn TicketStore>,
     limiter: ConnectionLimiter,
+    breaker: RepositoryBreaker,
 }
 
 /// The queries made through the service's repository, by read.
@@ -368,6 +374,30 @@ impl Collector for LiveView {
             "decnet_bus_connected",
             "1 when the bus is connected",
             connected,
+        )?;
+
+        let breaker = self.breaker.counters();
+        gauge(
+            e,
+            "decnet_repository_up",
+            "1 while the repository answers its probes (the circuit breaker is closed)",
+            i64::from(breaker.up),
+        )?;
+        counter(
+            e,
+            "decnet_repository_fast_fails",
+            "Repository calls refused at once (or cut short) because the breaker was open",
+            breaker.fast_fails,
+        )?;
+        let trips: Vec<_> = breaker
+            .trips_by_cause()
+            .map(|(cause, n)| (vec![("cause", cause.label())], n))
+            .collect();
+        labelled_counter(
+            e,
+            "decnet_repository_trips",
+            "Times the repository's circuit breaker opened, by cause",
+            &trips,
         )?;
 
         let tickets = self.tickets.counters();

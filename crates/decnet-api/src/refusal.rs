@@ -124,7 +124,9 @@ impl Refusal {
             .with(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS))
     }
 
-    /// 503 `Service temporarily unavailable` (a repository or store is down).
+    /// 503 `Service temporarily unavailable` (a repository or store is down,
+    /// or the repository's circuit breaker is open: the same answer, so a
+    /// client cannot tell the two apart and retries either way).
     pub fn backend_down() -> Self {
         Self::unavailable("Service temporarily unavailable")
     }
@@ -180,7 +182,10 @@ impl Refusal {
 impl From<&decnet_auth::AuthError> for Refusal {
     fn from(error: &decnet_auth::AuthError) -> Self {
         if error.is_unavailable() {
-            tracing::warn!(%error, "repository unavailable during authentication");
+            // The breaker logged its opening once; not every refusal since.
+            if !crate::breaker::is_breaker_open(error) {
+                tracing::warn!(%error, "repository unavailable during authentication");
+            }
             Refusal::backend_down()
         } else {
             Refusal::unauthorized()
@@ -216,7 +221,9 @@ impl From<&decnet_stream::OpenError> for Refusal {
     fn from(error: &decnet_stream::OpenError) -> Self {
         match error {
             decnet_stream::OpenError::Repository(error) => {
-                tracing::warn!(%error, "repository unavailable opening a stream");
+                if !crate::breaker::is_breaker_open(error) {
+                    tracing::warn!(%error, "repository unavailable opening a stream");
+                }
                 Refusal::backend_down()
             }
             decnet_stream::OpenError::NotFound => Refusal::not_found("Not Found"),

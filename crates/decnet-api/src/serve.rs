@@ -168,8 +168,9 @@ impl Served {
 }
 
 /// Serve `app` on `listener` until `shutdown` resolves, then stop accepting,
-/// end every stream cleanly (the hub is shut down: clients reconnect after
-/// their `retry`), and wait up to [`ServeConfig::shutdown_grace`] for
+/// end every stream cleanly ([`App::shutdown`]: the hub is shut down, and
+/// clients reconnect after their `retry`; the repository probe stops), and
+/// wait up to [`ServeConfig::shutdown_grace`] for
 /// connections to close (HTTP/2 connections get a GOAWAY first).
 ///
 /// Every connection runs under its watchdogs (see [`ServeConfig`]): the
@@ -225,7 +226,7 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: no longer accepting; ending streams");
-    app.hub().shutdown();
+    app.shutdown();
     match tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections closed"),
         Err(_) => {

@@ -23,6 +23,7 @@ use decnet_stream::{HubConfig, LogConfig};
 
 use crate::access_log::AccessLog;
 use crate::app::AppConfig;
+use crate::breaker::BreakerConfig;
 use crate::cors::Cors;
 use crate::proxy::UpstreamConfig;
 use crate::serve::ServeConfig;
@@ -118,6 +119,8 @@ pub struct Settings {
     pub hub: HubConfig,
     /// The HTTP application.
     pub app: AppConfig,
+    /// How the repository's circuit breaker probes it.
+    pub breaker: BreakerConfig,
     /// The listener and connection watchdogs.
     pub serve: ServeConfig,
     /// Log format.
@@ -173,6 +176,7 @@ impl Default for Settings {
                 cors: Cors::new(vec!["http://localhost:8080".to_owned()]),
                 ..AppConfig::default()
             },
+            breaker: BreakerConfig::default(),
             serve: ServeConfig::default(),
             log_format: LogFormat::Text,
             demo: None,
@@ -201,6 +205,7 @@ impl std::fmt::Debug for Settings {
             .field("hub", &self.hub)
             .field("logs", &self.logs)
             .field("app", &self.app)
+            .field("breaker", &self.breaker)
             .field("serve", &self.serve)
             .field("log_format", &self.log_format)
             .field("demo", &self.demo)
@@ -701,6 +706,26 @@ pub const SETTINGS: &[Setting] = &[
         |v, s| {
             if let Some(ms) = v.number(50u64, 600_000) {
                 s.app.open_timeout = Duration::from_millis(ms);
+            }
+        }
+    ),
+    setting!(
+        "DECNET_SSE_REPO_PROBE_MS",
+        "250",
+        "How often the repository is probed (a cheap round trip); while a probe fails or times out, requests that need the database get 503 with Retry-After at once, milliseconds",
+        |v, s| {
+            if let Some(ms) = v.number(10u64, 60_000) {
+                s.breaker.probe_every = Duration::from_millis(ms);
+            }
+        }
+    ),
+    setting!(
+        "DECNET_SSE_REPO_PROBE_TIMEOUT_MS",
+        "500",
+        "How long a repository probe may take before the repository counts as down (a hung database), milliseconds",
+        |v, s| {
+            if let Some(ms) = v.number(1u64, 60_000) {
+                s.breaker.probe_timeout = Duration::from_millis(ms);
             }
         }
     ),
@@ -1392,6 +1417,33 @@ mod tests {
                 format!("{:?}", parse(&[]).expect("defaults")),
                 "{} documents {default:?} but that is not its default",
                 setting.env
+            );
+        }
+    }
+
+    #[test]
+    fn the_repository_probe_is_read_and_checked() {
+        let s = parse(&[
+            ("DECNET_SSE_REPO_PROBE_MS", "100"),
+            ("DECNET_SSE_REPO_PROBE_TIMEOUT_MS", "300"),
+        ])
+        .expect("valid");
+        assert_eq!(s.breaker.probe_every, Duration::from_millis(100));
+        assert_eq!(s.breaker.probe_timeout, Duration::from_millis(300));
+        for (var, bad) in [
+            ("DECNET_SSE_REPO_PROBE_MS", "0"),
+            ("DECNET_SSE_REPO_PROBE_MS", "60001"),
+            ("DECNET_SSE_REPO_PROBE_TIMEOUT_MS", "0"),
+            ("DECNET_SSE_REPO_PROBE_TIMEOUT_MS", "-5"),
+            ("DECNET_SSE_REPO_PROBE_TIMEOUT_MS", "soon"),
+        ] {
+            let errors = parse(&[(var, bad)]).expect_err("must fail");
+            assert_eq!(errors.len(), 1, "{var}={bad}: {errors:?}");
+            assert_eq!(errors[0].var, var);
+            assert!(
+                errors[0].message.contains("between") || errors[0].message.contains("number"),
+                "{var}={bad}: {}",
+                errors[0].message
             );
         }
     }

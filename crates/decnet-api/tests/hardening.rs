@@ -75,6 +75,7 @@ impl Server {
                 tickets: Arc::new(MemoryTicketStore::default()),
                 limiter: ConnectionLimiter::new(5, None),
                 health: reader,
+                breaker: decnet_api::RepositoryBreaker::default(),
                 bus: bus.clone(),
                 logs: None,
             },

@@ -701,6 +701,11 @@ impl World {
                     None,
                 ),
             };
+        // As App::from_settings: every reader behind the repository's
+        // breaker, which probes the repository itself.
+        let health = repo;
+        let breaker = decnet_api::RepositoryBreaker::new(settings.breaker);
+        let repo = breaker.guard(health.clone());
         let clock = self.clock;
         let verifier = TokenVerifier::new(
             VerifierConfig {
@@ -723,7 +728,8 @@ impl World {
                 verifier,
                 tickets,
                 limiter: ConnectionLimiter::new(settings.max_per_user, settings.max_total),
-                health: repo.clone(),
+                health,
+                breaker,
                 bus: bus.clone(),
                 logs: Some(logs),
             },
