@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reliability::{
-    BusSpec, Database, Service, ServiceConfig, at_most, exactly, ms, poll_until, scaled, token,
+    BusSpec, Database, Service, ServiceConfig, at_most, exactly, ms, poll_until, read_until,
+    scaled, token,
 };
 use test_support::Service as Svc;
 use test_support::http::{self, SseStream, events_path};
@@ -44,29 +45,6 @@ fn raw_request(target: &Target) -> String {
         target.addr,
         target.token
     )
-}
-
-/// Read from `tcp` until `needle` has been seen (bounded).
-async fn read_until(tcp: &mut TcpStream, needle: &str) -> Result<(), String> {
-    let mut seen = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if String::from_utf8_lossy(&seen).contains(needle) {
-            return Ok(());
-        }
-        match tokio::time::timeout_at(deadline, tcp.read(&mut chunk)).await {
-            Ok(Ok(0)) => {
-                return Err(format!(
-                    "closed before {needle:?}: {}",
-                    String::from_utf8_lossy(&seen)
-                ));
-            }
-            Ok(Ok(n)) => seen.extend_from_slice(&chunk[..n]),
-            Ok(Err(e)) => return Err(format!("read: {e}")),
-            Err(_) => return Err(format!("no {needle:?} within 10 s")),
-        }
-    }
 }
 
 /// One cycle of kind `n % 8`; `Err` describes what went wrong.
@@ -104,7 +82,7 @@ async fn cycle(target: &Target, n: usize) -> Result<(), String> {
             tcp.write_all(raw_request(target).as_bytes())
                 .await
                 .map_err(|e| e.to_string())?;
-            read_until(&mut tcp, "event: snapshot").await?;
+            read_until(&mut tcp, "event: snapshot", Duration::from_secs(10)).await?;
             tcp.set_zero_linger().map_err(|e| e.to_string())?;
             drop(tcp);
             Ok(())

@@ -28,7 +28,8 @@ use decnet_bus::{Bus, Event};
 use decnet_sse::Decoded;
 use futures::StreamExt as _;
 use reliability::{
-    BusSpec, Database, Service, ServiceConfig, at_most, exactly, ms, poll_until, scaled, token,
+    BusSpec, Database, Service, ServiceConfig, at_most, exactly, ms, poll_until, read_until,
+    scaled, soak, token,
 };
 use serde_json::{Value, json};
 use test_support::Service as Svc;
@@ -429,7 +430,7 @@ async fn stalled_readers(test: &'static str) {
         ),
         beside_p99,
         "ms",
-        tenth((2.0 * baseline_p99).max(baseline_p99 + 10.0)),
+        tenth(p99_bound(baseline_p99)),
     );
     exactly(
         test,
@@ -519,26 +520,18 @@ fn watch_close(mut tcp: TcpStream, connected: Instant, tx: mpsc::UnboundedSender
     });
 }
 
-/// Read from `tcp` until `needle` has been seen, within `within`.
-async fn read_until(tcp: &mut TcpStream, needle: &str, within: Duration) -> Result<(), String> {
-    let mut seen = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let deadline = Instant::now() + within;
-    loop {
-        if String::from_utf8_lossy(&seen).contains(needle) {
-            return Ok(());
-        }
-        match tokio::time::timeout_at(deadline, tcp.read(&mut chunk)).await {
-            Ok(Ok(0)) => {
-                return Err(format!(
-                    "closed before {needle:?}: {}",
-                    String::from_utf8_lossy(&seen)
-                ));
-            }
-            Ok(Ok(n)) => seen.extend_from_slice(&chunk[..n]),
-            Ok(Err(e)) => return Err(format!("read: {e}")),
-            Err(_) => return Err(format!("no {needle:?} within {within:?}")),
-        }
+/// The readers' p99 allowed beside the stalled readers: the 2x of
+/// the baseline (with 10 ms for a baseline of a few milliseconds) in the
+/// soak variant, which runs alone. The fast variant runs beside the rest of
+/// `cargo xtask test` on two cores, where other tests' bursts land in one
+/// phase and not the other (seen: 6.0 against 16.8 ms with nothing stalled
+/// that could explain it), so it allows 5x or 50 ms: it still catches a
+/// stalled reader holding the others up (seconds, the write timeout).
+fn p99_bound(baseline_p99: f64) -> f64 {
+    if soak() {
+        (2.0 * baseline_p99).max(baseline_p99 + 10.0)
+    } else {
+        (5.0 * baseline_p99).max(baseline_p99 + 50.0)
     }
 }
 

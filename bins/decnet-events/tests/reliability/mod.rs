@@ -740,3 +740,31 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + '
 
 /// Shared ownership of a fixture moved in and out of blocking threads.
 pub(crate) type Shared<T> = Arc<std::sync::Mutex<T>>;
+
+/// Read from `tcp` until `needle` has been seen, within `within`.
+pub(crate) async fn read_until(
+    tcp: &mut tokio::net::TcpStream,
+    needle: &str,
+    within: Duration,
+) -> Result<(), String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if String::from_utf8_lossy(&seen).contains(needle) {
+            return Ok(());
+        }
+        match tokio::time::timeout_at(deadline, tcp.read(&mut chunk)).await {
+            Ok(Ok(0)) => {
+                return Err(format!(
+                    "closed before {needle:?}: {}",
+                    String::from_utf8_lossy(&seen)
+                ));
+            }
+            Ok(Ok(n)) => seen.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => return Err(format!("read: {e}")),
+            Err(_) => return Err(format!("no {needle:?} within {within:?}")),
+        }
+    }
+}
