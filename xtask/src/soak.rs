@@ -87,6 +87,20 @@ pub fn run(args: &[String]) -> Result<()> {
             other => bail!("unknown argument {other:?} (see xtask/src/soak.rs)"),
         }
     }
+    for name in &only {
+        let known = SUITES.contains(&name.as_str())
+            || name == "fuzz"
+            || name
+                .strip_prefix("fuzz:")
+                .is_some_and(|krate| FUZZ_CRATES.contains(&krate));
+        if !known {
+            bail!(
+                "--only {name:?}: not a suite ({}), `fuzz`, or `fuzz:<crate>` ({})",
+                SUITES.join(", "),
+                FUZZ_CRATES.join(", ")
+            );
+        }
+    }
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
 
     let report = crate::ensure_services();
@@ -116,8 +130,10 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         run.report(figures, &rows, &failures, Some("the next step"))?;
     }
-    if wanted("fuzz") {
-        for krate in FUZZ_CRATES {
+    // `--only fuzz` runs every crate's properties, `--only fuzz:<crate>` one.
+    let fuzz_wanted = |krate: &str| wanted("fuzz") || wanted(&format!("fuzz:{krate}"));
+    if FUZZ_CRATES.iter().any(|krate| fuzz_wanted(krate)) {
+        for krate in FUZZ_CRATES.iter().filter(|krate| fuzz_wanted(krate)) {
             let mut cmd = tests_command(krate, "fuzz");
             cmd.env("PROPTEST_CASES", cases.to_string());
             let began = Instant::now();
