@@ -383,6 +383,16 @@ impl AccountReader for Guarded {
     fn is_token_revoked<'a>(&'a self, jti: &'a str) -> RepoFuture<'a, bool> {
         self.breaker.call(self.inner.is_token_revoked(jti))
     }
+
+    // The bulk reads have defaults (`None`: "no bulk read"); left out, the
+    // verifier's shared snapshots would fall back to a lookup per stream.
+    fn all_users(&self, limit: u32) -> RepoFuture<'_, Option<Vec<User>>> {
+        self.breaker.call(self.inner.all_users(limit))
+    }
+
+    fn revoked_jtis(&self, limit: u32) -> RepoFuture<'_, Option<Vec<String>>> {
+        self.breaker.call(self.inner.revoked_jtis(limit))
+    }
 }
 
 impl AttackerReader for Guarded {
@@ -581,6 +591,39 @@ mod tests {
         assert!(lost.is_err_and(|e| !is_breaker_open(&e)), "its own error");
         assert!(!breaker.is_up());
         assert_eq!(breaker.counters().trips(TripCause::Request), 1);
+    }
+
+    /// Every read reaches the wrapped repository once, the ones with a
+    /// default in the traits (the bulk reads) included.
+    #[tokio::test]
+    async fn the_guard_forwards_every_read() {
+        use decnet_repo::{CountedRepository, MemoryRepository, Read};
+        let counted = CountedRepository::new(Arc::new(MemoryRepository::new()));
+        let counts = counted.counts();
+        let guarded = RepositoryBreaker::default().guard(Arc::new(counted));
+        let filter = LogFilter::default();
+        guarded.user_by_uuid("u").await.expect("memory");
+        guarded.is_token_revoked("j").await.expect("memory");
+        assert!(guarded.all_users(10).await.expect("memory").is_some());
+        assert!(guarded.revoked_jtis(10).await.expect("memory").is_some());
+        guarded.attacker_by_uuid("a").await.expect("memory");
+        guarded
+            .latest_observation_per_primitive("a")
+            .await
+            .expect("memory");
+        guarded.attackers_of_identity("i").await.expect("memory");
+        guarded.recent_identities(5).await.expect("memory");
+        guarded.recent_campaigns(5).await.expect("memory");
+        guarded.recent_orchestrator_events(5).await.expect("memory");
+        guarded.topology_snapshot("t").await.expect("memory");
+        guarded.max_log_id().await.expect("memory");
+        guarded.logs_after_id(0, 10, &filter).await.expect("memory");
+        guarded.log_stats().await.expect("memory");
+        guarded.log_histogram(&filter, 15).await.expect("memory");
+        guarded.ping().await.expect("memory");
+        for read in Read::ALL {
+            assert_eq!(counts.get(read), 1, "{read:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
