@@ -28,13 +28,13 @@ use decnet_bus::{Bus, Event};
 use decnet_sse::Decoded;
 use futures::StreamExt as _;
 use reliability::{
-    BusSpec, Database, Service, ServiceConfig, at_most, exactly, ms, poll_until, read_until,
-    scaled, soak, token,
+    BusSpec, Database, Service, ServiceConfig, at_most, exactly, ms, open_past_snapshot,
+    poll_until, read_until, scaled, soak, token,
 };
 use serde_json::{Value, json};
 use test_support::Service as Svc;
 use test_support::decnet_broker::TestBroker;
-use test_support::http::{self, Next, SseStream, events_path};
+use test_support::http::{self, Next, events_path};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
@@ -120,22 +120,7 @@ struct Readers {
 
 impl Readers {
     async fn open(service: &Service, token: &str, attacker: &str) -> Readers {
-        let auth = format!("Bearer {token}");
-        let path = events_path(attacker, None);
-        let addr = service.addr;
-        let opened: Vec<SseStream> = futures::stream::iter(0..READERS)
-            .map(|_| {
-                let (auth, path) = (auth.clone(), path.clone());
-                async move {
-                    let mut stream =
-                        SseStream::open(addr, &path, &[("authorization", auth.as_str())]).await;
-                    stream.expect_snapshot().await;
-                    stream
-                }
-            })
-            .buffer_unordered(32)
-            .collect()
-            .await;
+        let opened = open_past_snapshot(service.addr, token, attacker, READERS, 32).await;
         let (tx, seen) = mpsc::unbounded_channel();
         let tasks = opened
             .into_iter()

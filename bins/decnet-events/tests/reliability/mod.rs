@@ -560,6 +560,32 @@ pub(crate) struct Streams {
     events: usize,
 }
 
+/// Open `count` streams of `attacker` on `addr` (bearer `token`, up to
+/// `at_once` handshakes at a time), each read past its snapshot.
+pub(crate) async fn open_past_snapshot(
+    addr: SocketAddr,
+    token: &str,
+    attacker: &str,
+    count: usize,
+    at_once: usize,
+) -> Vec<SseStream> {
+    let auth = format!("Bearer {token}");
+    let path = events_path(attacker, None);
+    futures::stream::iter(0..count)
+        .map(|_| {
+            let (auth, path) = (auth.clone(), path.clone());
+            async move {
+                let mut stream =
+                    SseStream::open(addr, &path, &[("authorization", auth.as_str())]).await;
+                stream.expect_snapshot().await;
+                stream
+            }
+        })
+        .buffer_unordered(at_once)
+        .collect()
+        .await
+}
+
 impl Streams {
     /// Open `count` streams of `attacker` on `addr` (bearer `token`, up to
     /// 64 handshakes at a time), read each past its snapshot, and start
@@ -570,22 +596,7 @@ impl Streams {
         attacker: &str,
         count: usize,
     ) -> Streams {
-        let auth = format!("Bearer {token}");
-        let path = events_path(attacker, None);
-        let opened: Vec<SseStream> = futures::stream::iter(0..count)
-            .map(|_| {
-                let (auth, path) = (auth.clone(), path.clone());
-                async move {
-                    let mut stream =
-                        SseStream::open(addr, &path, &[("authorization", auth.as_str())]).await;
-                    stream.expect_snapshot().await;
-                    stream
-                }
-            })
-            .buffer_unordered(64)
-            .collect()
-            .await;
-        Streams::read(opened)
+        Streams::read(open_past_snapshot(addr, token, attacker, count, 64).await)
     }
 
     /// Start reading `streams`.
