@@ -266,6 +266,11 @@ impl App {
         }
     }
 
+    /// Count an HTTP/1.1 stream by its writer (`own` or `hyper`).
+    pub(crate) fn count_http1_stream(&self, writer: &'static str) {
+        self.inner.metrics.http1_stream(writer);
+    }
+
     /// The Prometheus text of `/metrics`.
     pub fn metrics_text(&self) -> String {
         self.inner.metrics.render()
@@ -710,6 +715,9 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body
 pub(crate) fn sse_response(stream: EventStream) -> Response<Body> {
     let body = StreamBody::new(stream.map(|chunk| Ok::<_, BoxError>(Frame::data(chunk))));
     let mut response = Response::new(BodyExt::boxed_unsync(body));
+    response
+        .extensions_mut()
+        .insert(crate::h1stream::EventStreamResponse);
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

@@ -24,10 +24,13 @@ use std::time::Duration;
 
 use decnet_stream::{SessionEnd, SessionWatch};
 use futures::task::AtomicWaker;
+use http::Response;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
+
+use crate::Body;
 
 /// Whether one stream is still open (its body not yet dropped).
 #[derive(Debug, Default)]
@@ -90,6 +93,28 @@ pub struct ConnCtx {
     base: Instant,
     /// Whether the client came over TLS.
     secure: AtomicBool,
+    /// HTTP/1.1: whether the handler offers stream responses to the
+    /// connection task ([`ConnCtx::offer`]) instead of returning them.
+    handover: AtomicBool,
+    /// The offered response, until the connection task takes it.
+    offered: Mutex<Option<Box<Offer>>>,
+    offer_ready: Notify,
+}
+
+/// A stream's response offered to the connection task, to write itself
+/// (crate::h1stream) or to send back to the handler for hyper to write.
+#[derive(Debug)]
+pub(crate) struct Offer {
+    pub(crate) response: Response<Body>,
+    back: oneshot::Sender<Response<Body>>,
+}
+
+impl Offer {
+    /// Let hyper write it after all.
+    pub(crate) fn decline(self) {
+        // The handler is gone only with its connection: nothing to tell.
+        let _ = self.back.send(self.response);
+    }
 }
 
 impl Default for ConnCtx {
@@ -105,6 +130,9 @@ impl Default for ConnCtx {
             stall: Notify::new(),
             base: Instant::now(),
             secure: AtomicBool::new(false),
+            handover: AtomicBool::new(false),
+            offered: Mutex::new(None),
+            offer_ready: Notify::new(),
         }
     }
 }
@@ -118,6 +146,48 @@ impl ConnCtx {
     /// Whether the connection is HTTPS.
     pub(crate) fn is_secure(&self) -> bool {
         self.secure.load(Ordering::Acquire)
+    }
+
+    /// HTTP/1.1 with the hand-over on: stream responses are offered to the
+    /// connection task.
+    pub(crate) fn enable_handover(&self) {
+        self.handover.store(true, Ordering::Release);
+    }
+
+    /// Whether stream responses are offered to the connection task.
+    pub(crate) fn handover_enabled(&self) -> bool {
+        self.handover.load(Ordering::Acquire)
+    }
+
+    /// Offer a stream's response to the connection task; the receiver gets
+    /// it back if the task declines (hyper then writes it).
+    pub(crate) fn offer(&self, response: Response<Body>) -> oneshot::Receiver<Response<Body>> {
+        let (back, declined) = oneshot::channel();
+        *self.offered.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Box::new(Offer { response, back }));
+        self.offer_ready.notify_one();
+        declined
+    }
+
+    /// The next offered response (cancel-safe: an offer stays until taken).
+    pub(crate) async fn offered(&self) -> Box<Offer> {
+        loop {
+            let ready = self.offer_ready.notified();
+            if let Some(offer) = self
+                .offered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+            {
+                return offer;
+            }
+            ready.await;
+        }
+    }
+
+    /// No write is pending: whatever hyper wrote to the socket is out.
+    pub(crate) fn writes_done(&self) -> bool {
+        self.stalled_since().is_none()
     }
 
     /// The connection is HTTP/2: each stream's session is watched by a task

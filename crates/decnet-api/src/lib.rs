@@ -45,6 +45,7 @@ mod conn;
 mod console;
 mod cors;
 pub mod demo;
+mod h1stream;
 pub mod healthcheck;
 mod metrics;
 mod proxy;

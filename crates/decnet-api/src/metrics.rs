@@ -49,6 +49,13 @@ pub(crate) struct UpstreamLabels {
     pub(crate) result: &'static str,
 }
 
+/// Labels of the HTTP/1.1 stream counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct WriterLabels {
+    /// `own` (written by the connection task after the hand-over) or `hyper`.
+    pub(crate) writer: &'static str,
+}
+
 /// The server's own metrics plus a view of the libraries' counters.
 pub struct Metrics {
     registry: Registry,
@@ -58,6 +65,8 @@ pub struct Metrics {
     pub(crate) streams_opened: Family<ResultLabels, Counter>,
     /// Requests forwarded to DECNET's API, by how they ended.
     pub(crate) upstream_requests: Family<UpstreamLabels, Counter>,
+    /// HTTP/1.1 streams by who wrote them.
+    pub(crate) http1_streams: Family<WriterLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -100,6 +109,12 @@ impl Metrics {
             "Requests forwarded to DECNET's API (DECNET_EVENTS_UPSTREAM), by result",
             upstream_requests.clone(),
         );
+        let http1_streams = Family::<WriterLabels, Counter>::default();
+        registry.register(
+            "decnet_sse_http1_streams",
+            "HTTP/1.1 streams by writer: own (the connection task, after the hand-over from hyper) or hyper (DECNET_SSE_HTTP1_HANDOVER=false, HTTP/1.0, Connection: close, a request with a body, or a socket still busy with the previous response)",
+            http1_streams.clone(),
+        );
         registry.register_collector(Box::new(LiveView {
             hub,
             bus,
@@ -115,7 +130,15 @@ impl Metrics {
             request_seconds,
             streams_opened,
             upstream_requests,
+            http1_streams,
         }
+    }
+
+    /// Count an HTTP/1.1 stream by its writer.
+    pub(crate) fn http1_stream(&self, writer: &'static str) {
+        self.http1_streams
+            .get_or_create(&WriterLabels { writer })
+            .inc();
     }
 
     /// Count a stream open attempt.

@@ -8,12 +8,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::pin::Pin;
+
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::app::App;
 use crate::conn::{ConnCtx, Gated, ProgressIo};
+use crate::h1stream::{self, Rewind};
 use crate::tls::Tls;
 
 /// Connection-level settings of [`serve`].
@@ -50,6 +53,11 @@ pub struct ServeConfig {
     /// Streams one HTTP/2 connection may carry at once
     /// (`SETTINGS_MAX_CONCURRENT_STREAMS`).
     pub h2_max_streams: u32,
+    /// HTTP/1.1 streams are written by the connection task once hyper has
+    /// read their request, without hyper's per-connection buffers
+    /// (`DECNET_SSE_HTTP1_HANDOVER`; see docs/ARCHITECTURE.md). `false`
+    /// leaves every response to hyper.
+    pub http1_handover: bool,
 }
 
 impl Default for ServeConfig {
@@ -66,7 +74,24 @@ impl Default for ServeConfig {
             shutdown_grace: Duration::from_secs(10),
             tls: None,
             h2_max_streams: 256,
+            http1_handover: true,
         }
+    }
+}
+
+/// Tells connections that the server is shutting down; [`serve`] waits for
+/// every clone to be dropped.
+#[derive(Debug, Clone)]
+struct Drain(tokio::sync::watch::Receiver<bool>);
+
+impl Drain {
+    /// Resolve once shutdown began (or the server is gone).
+    async fn signaled(&mut self) {
+        let _ = self.0.wait_for(|draining| *draining).await;
+    }
+
+    fn is_signaled(&self) -> bool {
+        *self.0.borrow()
     }
 }
 
@@ -199,7 +224,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let served = Arc::new(Served::new(app.clone(), config));
     let config = served.config.clone();
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let (drain_tx, drain) = tokio::sync::watch::channel(false);
+    let drain = Drain(drain);
     let holds = Arc::new(Mutex::new(Holds::default()));
     tokio::pin!(shutdown);
     loop {
@@ -219,7 +245,7 @@ pub async fn serve(
                     continue;
                 };
                 tune(&stream, &config);
-                tokio::spawn(connection(served.clone(), stream, peer, graceful.watcher(), held));
+                tokio::spawn(connection(served.clone(), stream, peer, drain.clone(), held));
             }
             () = &mut shutdown => break,
         }
@@ -227,7 +253,9 @@ pub async fn serve(
     drop(listener);
     tracing::info!("shutting down: no longer accepting; ending streams");
     app.shutdown();
-    match tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await {
+    drain_tx.send_replace(true);
+    drop(drain);
+    match tokio::time::timeout(config.shutdown_grace, drain_tx.closed()).await {
         Ok(()) => tracing::info!("all connections closed"),
         Err(_) => {
             tracing::warn!(grace = ?config.shutdown_grace, "grace period over; dropping remaining connections")
@@ -236,7 +264,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// The request handler of one connection.
+/// The request handler of one connection. On an HTTP/1.1 connection with
+/// the hand-over on, a stream's response is offered to the connection task
+/// (crate::h1stream) instead of being returned to hyper.
 fn service(
     app: App,
     ctx: Arc<ConnCtx>,
@@ -250,41 +280,61 @@ fn service(
     hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert::<SocketAddr>(peer);
         request.extensions_mut().insert(ctx.clone());
+        let http1 = request.version() <= hyper::Version::HTTP_11;
+        let handover = ctx.handover_enabled() && h1stream::eligible(&request);
         // Boxed: hyper keeps a slot for the service future inline in every
         // connection for its whole life, streams included; a box makes that
         // slot one pointer.
         let response = Box::pin({
             let app = app.clone();
-            async move { app.call(request).await }
+            let ctx = ctx.clone();
+            async move {
+                let response = app.call(request).await;
+                if !(http1 && h1stream::is_stream(&response)) {
+                    return response;
+                }
+                if !handover {
+                    app.count_http1_stream("hyper");
+                    return response;
+                }
+                // Taken: the connection task drops this future with
+                // hyper's connection. Declined: hyper writes it.
+                match ctx.offer(response).await {
+                    Ok(response) => {
+                        app.count_http1_stream("hyper");
+                        response
+                    }
+                    Err(_) => {
+                        crate::refusal::Refusal::unavailable("connection closed").into_response()
+                    }
+                }
+            }
         });
         async move { Ok::<_, Infallible>(response.await) }
     })
 }
 
-/// Serve one accepted socket: plain HTTP/1.1, or HTTPS (see [`tls_connection`])
-/// under the watchdogs.
+/// Serve one accepted socket: plain HTTP/1.1, or HTTPS (see
+/// [`tls_connection`]), under the watchdogs.
 async fn connection(
     served: Arc<Served>,
     stream: TcpStream,
     peer: SocketAddr,
-    watcher: Watcher,
+    drain: Drain,
     held: Held,
 ) {
     let config = &served.config;
     let ctx = Arc::new(ConnCtx::default());
     let io = ProgressIo::new(stream, ctx.clone(), config.stream_sndbuf);
     let Some(tls) = &config.tls else {
-        let conn = served.http1.serve_connection(
-            TokioIo::new(io),
-            service(served.app.clone(), ctx.clone(), peer),
-        );
-        run_connection(watcher.watch(conn), ctx, config, held).await;
+        let work = http1(&served, io, &ctx, peer, drain);
+        guarded(work, &ctx, config, held).await;
         return;
     };
     // Boxed: the TLS state and HTTP/2 connection are far larger than a plain
     // HTTP/1.1 connection, and a spawned task is as large as its largest
     // state; inline, every plain connection would carry their size.
-    Box::pin(tls_connection(&served, tls, io, ctx, peer, watcher, held)).await;
+    Box::pin(tls_connection(&served, tls, io, ctx, peer, drain, held)).await;
 }
 
 /// One HTTPS connection: the TLS handshake (bounded by the header timeout),
@@ -295,7 +345,7 @@ async fn tls_connection(
     io: ProgressIo,
     ctx: Arc<ConnCtx>,
     peer: SocketAddr,
-    watcher: Watcher,
+    mut drain: Drain,
     held: Held,
 ) {
     let config = &served.config;
@@ -313,19 +363,102 @@ async fn tls_connection(
         }
     };
     ctx.set_secure();
-    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    let service = service(served.app.clone(), ctx.clone(), peer);
-    if h2 {
+    if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         ctx.set_multiplexed(config.session_end_grace);
-        let conn = served
+        let service = service(served.app.clone(), ctx.clone(), peer);
+        let mut conn = served
             .http2
             .serve_connection(TokioIo::new(tls_stream), service);
-        run_connection(watcher.watch(conn), ctx, config, held).await;
+        let work = async move {
+            let mut draining = false;
+            loop {
+                tokio::select! {
+                    result = &mut conn => {
+                        if let Err(error) = result {
+                            tracing::debug!(%error, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    () = drain.signaled(), if !draining => {
+                        draining = true;
+                        Pin::new(&mut conn).graceful_shutdown();
+                    }
+                }
+            }
+        };
+        guarded(work, &ctx, config, held).await;
     } else {
-        let conn = served
-            .http1
-            .serve_connection(TokioIo::new(tls_stream), service);
-        run_connection(watcher.watch(conn), ctx, config, held).await;
+        let work = http1(served, tls_stream, &ctx, peer, drain);
+        guarded(work, &ctx, config, held).await;
+    }
+}
+
+/// An HTTP/1.1 connection: hyper reads the requests and writes the
+/// responses, except a stream's, which it hands over (see crate::h1stream):
+/// the socket is taken back from hyper, the stream written here, and the
+/// socket given to a new hyper connection when the stream ends.
+async fn http1<T>(served: &Served, io: T, ctx: &Arc<ConnCtx>, peer: SocketAddr, mut drain: Drain)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = &served.config;
+    if config.http1_handover {
+        ctx.enable_handover();
+    }
+    let mut io = Rewind::new(io);
+    loop {
+        let mut conn = served.http1.serve_connection(
+            TokioIo::new(io),
+            service(served.app.clone(), ctx.clone(), peer),
+        );
+        let mut draining = drain.is_signaled();
+        if draining {
+            Pin::new(&mut conn).graceful_shutdown();
+        }
+        let offer = loop {
+            tokio::select! {
+                result = &mut conn => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = drain.signaled(), if !draining => {
+                    draining = true;
+                    Pin::new(&mut conn).graceful_shutdown();
+                }
+                offer = ctx.offered() => {
+                    // hyper has read the request and written nothing of its
+                    // response; all it wrote before must be out.
+                    if draining || !ctx.writes_done() {
+                        offer.decline();
+                        continue;
+                    }
+                    break offer;
+                }
+            }
+        };
+        served.app.count_http1_stream("own");
+        let parts = conn.into_parts();
+        drop(parts.service);
+        let (mut socket, before) = parts.io.into_inner().into_parts();
+        // What hyper read past the request, then anything left in front.
+        let prefix = if before.is_empty() {
+            parts.read_buf
+        } else {
+            [parts.read_buf, before].concat().into()
+        };
+        let response = offer.response;
+        let ended =
+            h1stream::write_stream(&mut socket, response, prefix, config.max_head_bytes).await;
+        let h1stream::Ended::Complete(kept) = ended else {
+            return;
+        };
+        if drain.is_signaled() {
+            h1stream::close(&mut socket).await;
+            return;
+        }
+        io = Rewind::with_prefix(socket, kept);
     }
 }
 
@@ -335,14 +468,10 @@ enum Watchdog {
     SessionEnded(decnet_stream::SessionEnd),
 }
 
-/// One connection under its watchdogs; dropping the connection future closes
-/// the socket. The watchdogs are [`Gated`]: polled when their own timers or
+/// A connection's work under its watchdogs; dropping the work closes the
+/// socket. The watchdogs are [`Gated`]: polled when their own timers or
 /// notifications fire, not on every frame the connection writes.
-async fn run_connection<C>(connection: C, ctx: Arc<ConnCtx>, config: &ServeConfig, _held: Held)
-where
-    C: Future<Output = Result<(), hyper::Error>>,
-{
-    tokio::pin!(connection);
+async fn guarded(work: impl Future<Output = ()>, ctx: &ConnCtx, config: &ServeConfig, _held: Held) {
     let watchdogs = Gated::new(async {
         tokio::select! {
             () = ctx.write_stalled(config.write_timeout) => Watchdog::Stalled,
@@ -350,11 +479,7 @@ where
         }
     });
     tokio::select! {
-        result = &mut connection => {
-            if let Err(error) = result {
-                tracing::debug!(%error, "connection ended with an error");
-            }
-        }
+        () = work => {}
         fired = watchdogs => match fired {
             Watchdog::Stalled => {
                 tracing::info!(timeout = ?config.write_timeout, "connection dropped: no write progress");
@@ -454,9 +579,9 @@ mod tests {
         let app = demo_app().await;
         let holds = Arc::new(Mutex::new(Holds::default()));
         let held = hold(&holds, peer.ip(), &config).expect("a free slot");
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let (_drain_tx, drain) = tokio::sync::watch::channel(false);
         let served = Arc::new(Served::new(app.clone(), config));
-        let task = tokio::spawn(connection(served, stream, peer, graceful.watcher(), held));
+        let task = tokio::spawn(connection(served, stream, peer, Drain(drain), held));
         let (token, _) = decnet_auth::mint_access_token(SECRET, DEMO_USER, Duration::from_secs(60))
             .expect("token");
         let head = format!(
@@ -492,5 +617,158 @@ mod tests {
         drop(client);
         task.abort();
         app.hub().shutdown();
+    }
+
+    /// `serve()` on 127.0.0.1:0 with the demo app; the stop sender ends it.
+    async fn start(config: ServeConfig) -> (SocketAddr, App, tokio::sync::oneshot::Sender<()>) {
+        let app = demo_app().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(listener, app.clone(), config, async move {
+            let _ = stopped.await;
+        }));
+        (addr, app, stop)
+    }
+
+    /// Read from `client` until `done` says the bytes are complete.
+    async fn read_until(
+        client: &mut TcpStream,
+        what: &str,
+        done: impl Fn(&[u8]) -> bool,
+    ) -> Vec<u8> {
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !done(&answer) {
+                let n = client.read(&mut buf).await.expect("read");
+                assert!(
+                    n > 0,
+                    "closed before {what}: {}",
+                    String::from_utf8_lossy(&answer)
+                );
+                answer.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what} in time: {}", String::from_utf8_lossy(&answer)));
+        answer
+    }
+
+    fn count(app: &App, writer: &str) -> f64 {
+        let series = format!("decnet_sse_http1_streams_total{{writer=\"{writer}\"}}");
+        test_support::http::metric(&app.metrics_text(), &series).unwrap_or(0.0)
+    }
+
+    /// The browser's way: the ticket POST and the stream's GET on one
+    /// keep-alive connection. The stream is handed over (written by the
+    /// connection task), ends when its token expires, and the connection
+    /// then serves the next request through hyper again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_is_handed_over_and_its_connection_lives_on() {
+        let (addr, app, _stop) = start(ServeConfig::default()).await;
+        let (token, _) = decnet_auth::mint_access_token(SECRET, DEMO_USER, Duration::from_secs(2))
+            .expect("token");
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        let post = format!(
+            "POST /api/v1/auth/sse-ticket HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
+        );
+        client.write_all(post.as_bytes()).await.expect("write");
+        let answer = read_until(&mut client, "the ticket", |a| a.ends_with(b"}")).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        let body: serde_json::Value =
+            serde_json::from_str(&text[text.find("\r\n\r\n").expect("head") + 4..]).expect("json");
+        let ticket = body["ticket"].as_str().expect("a ticket");
+        let get = format!(
+            "GET /api/v1/attackers/{DEMO_ATTACKER}/events?ticket={ticket} HTTP/1.1\r\nHost: t\r\n\r\n"
+        );
+        client.write_all(get.as_bytes()).await.expect("write");
+        let stream = read_until(&mut client, "the stream's end", |a| {
+            a.ends_with(b"\r\n0\r\n\r\n")
+        })
+        .await;
+        let text = String::from_utf8_lossy(&stream);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(
+            text.contains("\r\ntransfer-encoding: chunked\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\ncontent-type: text/event-stream; charset=utf-8\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("event: snapshot"), "{text}");
+        assert_eq!(count(&app, "own"), 1.0);
+        assert_eq!(count(&app, "hyper"), 0.0);
+        // The same connection, back with hyper.
+        client
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .expect("write");
+        let health = read_until(&mut client, "the health answer", |a| {
+            a.windows(4).any(|w| w == b"\r\n\r\n") && a.ends_with(b"}")
+        })
+        .await;
+        assert!(
+            health.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&health)
+        );
+        app.hub().shutdown();
+    }
+
+    /// With `http1_handover` off, hyper writes the stream, as it did before
+    /// the hand-over existed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_the_hand_over_off_hyper_writes_the_stream() {
+        let (addr, app, _stop) = start(ServeConfig {
+            http1_handover: false,
+            ..ServeConfig::default()
+        })
+        .await;
+        let (token, _) = decnet_auth::mint_access_token(SECRET, DEMO_USER, Duration::from_secs(60))
+            .expect("token");
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        let get = format!(
+            "GET /api/v1/attackers/{DEMO_ATTACKER}/events HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        client.write_all(get.as_bytes()).await.expect("write");
+        let stream = read_until(&mut client, "the snapshot", |a| {
+            String::from_utf8_lossy(a).contains("event: snapshot")
+        })
+        .await;
+        assert!(stream.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert_eq!(count(&app, "hyper"), 1.0);
+        assert_eq!(count(&app, "own"), 0.0);
+        app.hub().shutdown();
+    }
+
+    /// Shutdown ends a handed-over stream with its last chunk and closes
+    /// the connection (no new hyper connection on a draining server).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_ends_a_handed_over_stream_and_closes() {
+        let (addr, app, stop) = start(ServeConfig::default()).await;
+        let (token, _) = decnet_auth::mint_access_token(SECRET, DEMO_USER, Duration::from_secs(60))
+            .expect("token");
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        let get = format!(
+            "GET /api/v1/attackers/{DEMO_ATTACKER}/events HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        client.write_all(get.as_bytes()).await.expect("write");
+        read_until(&mut client, "the snapshot", |a| {
+            String::from_utf8_lossy(a).contains("event: snapshot")
+        })
+        .await;
+        assert_eq!(count(&app, "own"), 1.0);
+        let _ = stop.send(());
+        // The frame before it ended with its CRLF.
+        read_until(&mut client, "the last chunk", |a| a.ends_with(b"0\r\n\r\n")).await;
+        let mut rest = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut rest))
+            .await
+            .expect("closed in time")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "{}", String::from_utf8_lossy(&rest[..n]));
     }
 }

@@ -830,6 +830,16 @@ pub const SETTINGS: &[Setting] = &[
         }
     ),
     setting!(
+        "DECNET_SSE_HTTP1_HANDOVER",
+        "true",
+        "HTTP/1.1 streams are written by the connection task after hyper read their request, without hyper's two 8 KiB buffers per connection (false: hyper writes every response)",
+        |v, s| {
+            if let Some(b) = v.boolean() {
+                s.serve.http1_handover = b;
+            }
+        }
+    ),
+    setting!(
         "DECNET_MAX_CONNECTIONS",
         "50000",
         "Connections held at once; more are closed at accept",
