@@ -571,7 +571,7 @@ Server RSS and CPU time (utime + stime) come from `/proc/<pid>/{status,stat}`.\n
 Server settings: `DECNET_SSE_MAX_PER_USER=1000000`, `DECNET_SSE_OPEN_RATE=0` (no per-user open rate), `DECNET_SSE_KEEPALIVE_SECS=15`, `DECNET_SSE_QUEUE_MAX` default (256), `RUST_LOG=warn`.\n\n",
     );
     s.push_str(
-        "Scenarios (full mode; `--quick` shrinks every size and duration): idle = streams open and quiet, server RSS per stream = (RSS idle - RSS before) / streams;\n\
+        "Scenarios (full mode; `--quick` shrinks every size and duration): idle = streams open and quiet, server RSS per stream = (RSS idle - RSS before) / streams, and the first size again with `DECNET_SSE_HTTP1_HANDOVER=false` (hyper writing the streams);\n\
 fan-out = 10 000 streams, 2 000 events/s for 30 s;\n\
 ceiling = the same streams, rate raised step by step (10 s each) until p99 > 100 ms or any loss, reporting the highest clean step;\n\
 open rate = 1 000 ticket + stream opens per second for 15 s (streams stay open, 15 000 of them: the server holds at most 20 000 open files; they take two load-generator processes opening 500/s each), latency from each open's scheduled start, the rate achieved = streams opened / time from the first open to the last answer;\n\
@@ -952,6 +952,29 @@ impl Ctx {
                 Duration::from_secs(300),
             )?;
             drop(server);
+        }
+        // The first size again with hyper writing the streams, for the
+        // ratio within one run.
+        if let Some(&streams) = sizes.idle.first() {
+            let name = format!("idle-hyper-{streams}");
+            let server = self.start_server_with(
+                &name,
+                "shared",
+                None,
+                &[
+                    ("DECNET_DATABASE_URL", self.database_url.clone()),
+                    ("DECNET_SSE_HTTP1_HANDOVER", "false".to_owned()),
+                ],
+            )?;
+            let args = strings(&[
+                "--attackers",
+                &sizes.attackers.to_string(),
+                "--connect-concurrency",
+                "128",
+                "--hold-secs",
+                "10",
+            ]);
+            self.load(&server, &name, streams, &args, Duration::from_secs(300))?;
         }
         Ok(())
     }

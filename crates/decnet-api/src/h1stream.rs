@@ -281,7 +281,8 @@ where
     }
     drop(head);
     let mut incoming = Incoming {
-        kept: BytesMut::from(prefix),
+        // A copy: `prefix` may share a larger buffer.
+        kept: BytesMut::from(&prefix[..]),
         limit,
         reading: true,
     };
@@ -365,8 +366,8 @@ fn watch_incoming<T: AsyncRead + Unpin>(
     incoming: &mut Incoming,
 ) -> Result<(), ()> {
     while incoming.reading {
-        let mut scratch = [0u8; 512];
-        let mut buf = ReadBuf::new(&mut scratch);
+        let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 512];
+        let mut buf = ReadBuf::uninit(&mut scratch);
         match Pin::new(&mut *io).poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) if buf.filled().is_empty() => return Err(()),
             Poll::Ready(Ok(())) => {
