@@ -58,7 +58,7 @@ const USERS: usize = 20;
 /// Where the service section starts and ends in docs/BENCHMARKS.md.
 const BEGIN_MARK: &str = "<!-- BEGIN service-benchmarks: written by `cargo xtask bench`, edits inside are overwritten -->";
 const END_MARK: &str = "<!-- END service-benchmarks -->";
-const ALL: [&str; 8] = [
+const ALL: [&str; 9] = [
     "idle",
     "fanout",
     "ceiling",
@@ -67,6 +67,7 @@ const ALL: [&str; 8] = [
     "h2",
     "kinds",
     "logs-db",
+    "floor",
 ];
 
 /// A generated section of docs/BENCHMARKS.md: the `report --section` name,
@@ -85,7 +86,14 @@ const SECTIONS: [DocSection; 3] = [
         begin: BEGIN_MARK,
         end: END_MARK,
         svg: "bench-latency.svg",
-        scenarios: &["idle", "fanout", "ceiling", "open-rate", "ablation"],
+        scenarios: &[
+            "idle",
+            "fanout",
+            "ceiling",
+            "open-rate",
+            "ablation",
+            "floor",
+        ],
     },
     DocSection {
         name: "h2",
@@ -136,6 +144,11 @@ struct Sizes {
     /// `/stream`: dashboards on one filter, and the counting window.
     dashboards: usize,
     dashboards_secs: u32,
+    /// The floor: socket pairs (two open files each, in one process),
+    /// frames/s, seconds per run.
+    floor_sockets: usize,
+    floor_rates: &'static [u32],
+    floor_secs: u32,
 }
 
 const FULL: Sizes = Sizes {
@@ -157,6 +170,9 @@ const FULL: Sizes = Sizes {
     compare_secs: 20,
     dashboards: 100,
     dashboards_secs: 30,
+    floor_sockets: 9000,
+    floor_rates: &[20_000, 60_000],
+    floor_secs: 10,
 };
 
 const QUICK: Sizes = Sizes {
@@ -175,6 +191,9 @@ const QUICK: Sizes = Sizes {
     compare_secs: 5,
     dashboards: 20,
     dashboards_secs: 5,
+    floor_sockets: 500,
+    floor_rates: &[2000],
+    floor_secs: 3,
 };
 
 /// Streams one load-generator process holds at most (20,000 open files per
@@ -319,6 +338,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             "h2" => ctx.h2(sizes),
             "kinds" => ctx.kinds(sizes),
             "logs-db" => ctx.logs_db(sizes),
+            "floor" => ctx.floor(sizes),
             _ => Ok(()),
         };
         let load_after = load_average();
@@ -575,7 +595,8 @@ Server settings: `DECNET_SSE_MAX_PER_USER=1000000`, `DECNET_SSE_OPEN_RATE=0` (no
 fan-out = 10 000 streams, 2 000 events/s for 30 s;\n\
 ceiling = the same streams, rate raised step by step (10 s each) until p99 > 100 ms or any loss, reporting the highest clean step;\n\
 open rate = 1 000 ticket + stream opens per second for 15 s (streams stay open, 15 000 of them: the server holds at most 20 000 open files; they take two load-generator processes opening 500/s each), latency from each open's scheduled start, the rate achieved = streams opened / time from the first open to the last answer;\n\
-ablation = the fan-out scenario against a server started with `DECNET_SSE_HUB_MODE=per-connection` (every stream subscribes to the bus itself, as DECNET's Python service does), publishing for 10 s only (the publisher gives up at twice the planned time plus 5 s when the bus pushes back).\n\
+ablation = the fan-out scenario against a server started with `DECNET_SSE_HUB_MODE=per-connection` (every stream subscribes to the bus itself, as DECNET's Python service does), publishing for 10 s only (the publisher gives up at twice the planned time plus 5 s when the bus pushes back);\n\
+floor = no server: `decnet-loadgen floor` writes 120-byte frames to 9 000 loopback socket pairs, 10 per event, at 20 000 and 60 000 frames/s, from one blocking thread and from tokio tasks woken per frame (2 workers, and 1), for 10 s each: what any server pays per frame on this machine.\n\
 Above 10 000 streams (idle only) the streams are spread over several load-generator processes (20 000 open files per process) that wait for each other through the server's `decnet_sse_streams_active` gauge; their summaries are merged.\n\n",
     );
     s.push_str(
@@ -929,6 +950,51 @@ impl Ctx {
             .context("decnet-loadgen merge")?;
         if !status.success() {
             bail!("decnet-loadgen merge failed ({status})");
+        }
+        Ok(())
+    }
+
+    /// The machine's floor per frame (`decnet-loadgen floor`), blocking and
+    /// tokio writers at each rate; no server.
+    fn floor(&self, sizes: &Sizes) -> Result<()> {
+        for &rate in sizes.floor_rates {
+            // The server's runtime has a worker per core (2 here); one worker
+            // shows what the wake-ups between workers cost.
+            for (writer, workers, tag) in [
+                ("blocking", 1, "blocking"),
+                ("tokio", 2, "tokio"),
+                ("tokio", 1, "tokio1"),
+            ] {
+                let name = format!("floor-{tag}-{rate}");
+                let summary = File::create(self.out.join(format!("{name}.json")))
+                    .with_context(|| format!("creating {name}.json"))?;
+                let mut command = with_fd_limit(&self.loadgen_bin);
+                command.arg("floor").args(strings(&[
+                    "--writer",
+                    writer,
+                    "--workers",
+                    &workers.to_string(),
+                    "--sockets",
+                    &sizes.floor_sockets.to_string(),
+                    "--rate",
+                    &rate.to_string(),
+                    "--secs",
+                    &sizes.floor_secs.to_string(),
+                    "--label",
+                    &name,
+                ]));
+                let child = ChildProcess::spawn(
+                    "decnet-loadgen floor",
+                    &mut command,
+                    Output::File(summary),
+                    Output::Inherit,
+                )
+                .context("starting decnet-loadgen floor")?;
+                wait_bounded(
+                    child,
+                    Duration::from_secs(u64::from(sizes.floor_secs) + 120),
+                )?;
+            }
         }
         Ok(())
     }

@@ -32,6 +32,7 @@
 #![allow(clippy::print_stdout, reason = "a CLI prints its JSON result")]
 
 mod compare;
+mod floor;
 mod histogram;
 mod http;
 mod kind;
@@ -73,6 +74,9 @@ enum Command {
     Merge(MergeArgs),
     /// Markdown (stdout) and an SVG chart from a directory of summaries.
     Report(ReportArgs),
+    /// The machine's floor per frame: small writes to loopback sockets with
+    /// no service in the way (JSON summary on stdout).
+    Floor(floor::FloorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -334,6 +338,15 @@ async fn dispatch(command: Command) -> Result<()> {
                 topologies: args.topologies,
             })
             .await
+        }
+        Command::Floor(args) => {
+            // Its own runtimes and threads, off this runtime's.
+            let thread = std::thread::Builder::new()
+                .name("floor".to_owned())
+                .spawn(move || floor::floor(&args))?;
+            tokio::task::spawn_blocking(move || thread.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("the floor run panicked"))?
         }
         Command::Run(args) => {
             let summary = run::run(run_options(*args)?).await?;

@@ -142,6 +142,104 @@ fn idle_runs(dir: &Path) -> Result<Vec<(u64, Summary)>> {
     Ok(runs)
 }
 
+/// Floor summaries present (`floor-<writer>-<rate>.json`), by rate then
+/// writer.
+fn floor_runs(dir: &Path) -> Result<Vec<crate::floor::FloorSummary>> {
+    let mut runs = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(runs);
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("floor-") && name.ends_with(".json")) {
+            continue;
+        }
+        let text =
+            std::fs::read_to_string(entry.path()).with_context(|| format!("reading {name}"))?;
+        runs.push(
+            serde_json::from_str::<crate::floor::FloorSummary>(&text)
+                .with_context(|| format!("parsing {name}"))?,
+        );
+    }
+    runs.sort_by(|a, b| {
+        a.rate
+            .cmp(&b.rate)
+            .then_with(|| a.writer.cmp(&b.writer))
+            .then_with(|| b.workers.cmp(&a.workers))
+    });
+    Ok(runs)
+}
+
+/// The floor table, and the server's CPU per frame against the tokio floor
+/// at the same rate (`steps`: every publishing step of the run).
+fn floor_section(md: &mut String, floor: &[crate::floor::FloorSummary], steps: &[&Step]) {
+    let Some(first) = floor.first() else {
+        return;
+    };
+    let _ = writeln!(
+        md,
+        "Floor: what a frame costs this machine with no service in the way (`decnet-loadgen floor`: {} loopback socket pairs in one process, {} sockets per event, {}-byte frames, a reader thread draining them; CPU of the writer's threads over the frames written, from /proc/self/task). `blocking` is one thread and one `write(2)` per frame; `tokio` is a task per socket woken through a `Notify` per frame by a dispatcher task, as the server's streams are, on the server's {} worker threads or on one:\n",
+        thousands(first.sockets as f64),
+        first.fanout,
+        first.frame_bytes,
+        floor
+            .iter()
+            .find(|f| f.writer == "tokio")
+            .map_or(2, |f| f.workers),
+    );
+    md.push_str("| writer | threads | frames/s asked | written/s | read / written | writer µs/frame | reader µs/frame |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for f in floor {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} / {} | {:.1} | {:.1} |",
+            f.writer,
+            f.workers,
+            thousands(f64::from(f.rate)),
+            thousands(f.writes_per_sec),
+            thousands(f.frames_read as f64),
+            thousands(f.frames_written as f64),
+            f.writer_us_per_frame,
+            f.reader_us_per_frame,
+        );
+    }
+    md.push('\n');
+    let workers = floor.iter().map(|f| f.workers).max().unwrap_or(2);
+    for f in floor
+        .iter()
+        .filter(|f| f.writer == "tokio" && f.workers == workers)
+    {
+        // The clean step delivering closest to the floor's rate.
+        let step = steps
+            .iter()
+            .filter(|s| s.clean)
+            .min_by(|a, b| {
+                let da = (a.delivered_per_sec - f64::from(f.rate)).abs();
+                let db = (b.delivered_per_sec - f64::from(f.rate)).abs();
+                da.total_cmp(&db)
+            })
+            .filter(|s| (s.delivered_per_sec - f64::from(f.rate)).abs() <= f64::from(f.rate) * 0.1);
+        let (Some(step), Some(server)) = (step, step.and_then(|s| s.server_us_per_frame)) else {
+            continue;
+        };
+        let blocking = floor
+            .iter()
+            .find(|b| b.writer == "blocking" && b.rate == f.rate)
+            .map(|b| b.writer_us_per_frame);
+        let _ = writeln!(
+            md,
+            "- At {} frames/s the server spent {server:.1} µs per frame: {:.2}x the tokio floor ({:.1} µs){}; the service's own work is the difference, {:.1} µs.",
+            thousands(step.delivered_per_sec),
+            server / f.writer_us_per_frame.max(1e-9),
+            f.writer_us_per_frame,
+            blocking.map_or_else(String::new, |b| format!(
+                ", of which the blocking write alone is {b:.1} µs"
+            )),
+            server - f.writer_us_per_frame,
+        );
+    }
+    md.push('\n');
+}
+
 /// Build the Markdown (and the chart). Returns the Markdown.
 ///
 /// # Errors
@@ -349,6 +447,13 @@ pub(crate) fn report(options: &ReportOptions) -> Result<String> {
             a.frames_lost as f64 * 100.0 / (a.frames_expected.max(1)) as f64,
         );
     }
+    let floor = floor_runs(dir)?;
+    let floor_steps: Vec<&Step> = [&fanout, &ceiling]
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s.steps.iter())
+        .collect();
+    floor_section(&mut md, &floor, &floor_steps);
     if let Some(o) = &open_rate {
         let _ = writeln!(
             md,
