@@ -49,6 +49,9 @@ const BENCH_DB: &str = "decnet_bench";
 const ADMIN_DB_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// The shared NATS, when no private one can be started.
 const SHARED_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// The ablation's server binary, beside `decnet-events` in the release
+/// directory.
+const ABLATION_BIN: &str = "decnet-events-ablation";
 /// The JWT secret of the benchmark servers (a loopback-only throwaway).
 const JWT_SECRET: &str = "decnet-bench-secret-not-for-production";
 /// Attackers seeded (every scenario uses up to this many).
@@ -157,7 +160,8 @@ const FULL: Sizes = Sizes {
     fanout_rate: 2000,
     fanout_secs: 30,
     ceiling_rates: &[
-        2000, 2500, 3000, 3500, 4000, 5000, 6000, 7000, 8000, 10_000, 12_000, 14_000,
+        2000, 2500, 3000, 3500, 4000, 5000, 6000, 7000, 8000, 10_000, 12_000, 14_000, 15_000,
+        16_000, 18_000,
     ],
     ceiling_secs: 10,
     open_rate: 1000,
@@ -280,6 +284,25 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         bail!("PostgreSQL is not answering on 127.0.0.1:5432");
     }
     if build {
+        if scenarios.contains(&"ablation") {
+            // The ablation's server is a build of its own (the feature adds
+            // state to every stream): built first, kept under another name,
+            // so the release build every other scenario runs stays the
+            // production one.
+            super::step(
+                "build (release, ablation)",
+                super::cargo().args([
+                    "build",
+                    "--release",
+                    "-p",
+                    "decnet-events",
+                    "--features",
+                    "decnet-events/ablation",
+                ]),
+            )?;
+            std::fs::copy(bin_dir.join("decnet-events"), bin_dir.join(ABLATION_BIN))
+                .context("keeping the ablation build")?;
+        }
         super::step(
             "build (release)",
             super::cargo().args([
@@ -807,7 +830,12 @@ impl Ctx {
         let log_path = self.out.join(format!("server-{name}.log"));
         let log = File::create(&log_path).context("server log file")?;
         let log_err = log.try_clone().context("server log file")?;
-        let mut command = with_fd_limit(&self.events_bin);
+        let bin = if hub_mode == "shared" {
+            self.events_bin.clone()
+        } else {
+            self.events_bin.with_file_name(ABLATION_BIN)
+        };
+        let mut command = with_fd_limit(&bin);
         command
             .arg("serve")
             .env("DECNET_BIND", format!("127.0.0.1:{port}"))

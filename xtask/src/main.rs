@@ -96,6 +96,20 @@ fn test(extra: &[String]) -> Result<()> {
         "check without default features",
         cargo().args(["check", "--workspace", "--no-default-features", "--quiet"]),
     )?;
+    // The production build has no ablation; its refusal of a per-connection
+    // hub is compiled only there (the tests below run with every feature).
+    step(
+        "settings without the ablation feature",
+        cargo().args([
+            "test",
+            "-p",
+            "decnet-api",
+            "--lib",
+            "--quiet",
+            "--",
+            "settings::tests::without_the_ablation",
+        ]),
+    )?;
 
     let report = ensure_services();
     report.print();

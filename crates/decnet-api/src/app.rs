@@ -266,6 +266,11 @@ impl App {
         }
     }
 
+    /// The gauge of the connections [`crate::serve`] holds.
+    pub(crate) fn connections_gauge(&self) -> prometheus_client::metrics::gauge::Gauge {
+        self.inner.metrics.connections_open.clone()
+    }
+
     /// Count an HTTP/1.1 stream by its writer (`own` or `hyper`).
     pub(crate) fn count_http1_stream(&self, writer: &'static str) {
         self.inner.metrics.http1_stream(writer);

@@ -17,7 +17,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -67,6 +67,8 @@ pub struct Metrics {
     pub(crate) upstream_requests: Family<UpstreamLabels, Counter>,
     /// HTTP/1.1 streams by who wrote them.
     pub(crate) http1_streams: Family<WriterLabels, Counter>,
+    /// Connections `serve` holds now.
+    pub(crate) connections_open: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -115,6 +117,12 @@ impl Metrics {
             "HTTP/1.1 streams by writer: own (the connection task, after the hand-over from hyper) or hyper (DECNET_SSE_HTTP1_HANDOVER=false, HTTP/1.0, Connection: close, a request with a body, or a socket still busy with the previous response)",
             http1_streams.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "decnet_http_connections_open",
+            "Connections held now by serve() (plain, HTTPS and HTTP/2 alike), from accept to close; capped by DECNET_MAX_CONNECTIONS",
+            connections_open.clone(),
+        );
         registry.register_collector(Box::new(LiveView {
             hub,
             bus,
@@ -131,6 +139,7 @@ impl Metrics {
             streams_opened,
             upstream_requests,
             http1_streams,
+            connections_open,
         }
     }
 

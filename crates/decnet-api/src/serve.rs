@@ -100,6 +100,8 @@ impl Drain {
 struct Holds {
     total: usize,
     per_ip: HashMap<IpAddr, usize>,
+    /// `decnet_http_connections_open`: `total`, exported.
+    gauge: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// Counts a connection while its task runs.
@@ -112,6 +114,7 @@ impl Drop for Held {
     fn drop(&mut self) {
         let mut holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
         holds.total = holds.total.saturating_sub(1);
+        holds.gauge.dec();
         if let Some(n) = holds.per_ip.get_mut(&self.ip) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -129,6 +132,7 @@ fn hold(holds: &Arc<Mutex<Holds>>, ip: IpAddr, config: &ServeConfig) -> Option<H
         return None;
     }
     guard.total += 1;
+    guard.gauge.inc();
     *guard.per_ip.entry(ip).or_insert(0) += 1;
     Some(Held {
         holds: holds.clone(),
@@ -226,7 +230,10 @@ pub async fn serve(
     let config = served.config.clone();
     let (drain_tx, drain) = tokio::sync::watch::channel(false);
     let drain = Drain(drain);
-    let holds = Arc::new(Mutex::new(Holds::default()));
+    let holds = Arc::new(Mutex::new(Holds {
+        gauge: app.connections_gauge(),
+        ..Holds::default()
+    }));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -252,9 +259,11 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: no longer accepting; ending streams");
-    app.shutdown();
+    // Connections first (HTTP/2 gets its GOAWAY, HTTP/1.1 no more
+    // keep-alive), then the streams end.
     drain_tx.send_replace(true);
     drop(drain);
+    app.shutdown();
     match tokio::time::timeout(config.shutdown_grace, drain_tx.closed()).await {
         Ok(()) => tracing::info!("all connections closed"),
         Err(_) => {
@@ -778,6 +787,21 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&health)
         );
+        // Counted from accept to close.
+        let open = |app: &App| {
+            test_support::http::metric(&app.metrics_text(), "decnet_http_connections_open")
+        };
+        assert_eq!(open(&app), Some(1.0));
+        drop(client);
+        poll_until(
+            Duration::from_secs(5),
+            "the connection no longer counted",
+            || {
+                let now = open(&app);
+                async move { (now == Some(0.0)).then_some(()) }
+            },
+        )
+        .await;
         app.hub().shutdown();
     }
 

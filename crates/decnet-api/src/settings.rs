@@ -840,6 +840,16 @@ pub const SETTINGS: &[Setting] = &[
         }
     ),
     setting!(
+        "DECNET_HEADER_TIMEOUT_SECS",
+        "10",
+        "A request head (and the TLS handshake) must arrive within this, and an idle keep-alive connection is closed after it, seconds",
+        |v, s| {
+            if let Some(d) = v.secs(1, 3600) {
+                s.serve.header_read_timeout = d;
+            }
+        }
+    ),
+    setting!(
         "DECNET_MAX_CONNECTIONS",
         "50000",
         "Connections held at once; more are closed at accept",
@@ -1001,6 +1011,24 @@ pub const SETTINGS: &[Setting] = &[
                 ("per-connection", SubscriptionMode::PerConnection),
             ]) {
                 s.hub.mode = mode;
+            }
+        }
+    ),
+    // Without the feature there is only the shared hub: a per-connection
+    // request is refused, not silently served by the shared hub.
+    #[cfg(not(feature = "ablation"))]
+    setting!(
+        ENV_SSE_HUB_MODE,
+        "shared",
+        "shared, or per-connection (every stream subscribes on its own, as DECNET does: a benchmark ablation)",
+        |v, _s| {
+            if let Some(raw) = v.text().map(str::to_owned)
+                && raw != "shared"
+            {
+                v.fail(format!(
+                    "must be shared in this build (per-connection needs the `ablation` feature), got {}",
+                    v.shown()
+                ));
             }
         }
     ),
@@ -1456,6 +1484,45 @@ mod tests {
                 errors[0].message
             );
         }
+    }
+
+    #[test]
+    fn the_connection_settings_are_read_and_checked() {
+        let s = parse(&[
+            ("DECNET_HEADER_TIMEOUT_SECS", "3"),
+            ("DECNET_SSE_HTTP1_HANDOVER", "false"),
+        ])
+        .expect("valid");
+        assert_eq!(s.serve.header_read_timeout, Duration::from_secs(3));
+        assert!(!s.serve.http1_handover);
+        assert!(Settings::default().serve.http1_handover);
+        for (var, bad) in [
+            ("DECNET_HEADER_TIMEOUT_SECS", "0"),
+            ("DECNET_HEADER_TIMEOUT_SECS", "3601"),
+            ("DECNET_HEADER_TIMEOUT_SECS", "soon"),
+            ("DECNET_SSE_HTTP1_HANDOVER", "maybe"),
+        ] {
+            let errors = parse(&[(var, bad)]).expect_err("must fail");
+            assert_eq!(errors.len(), 1, "{var}={bad}: {errors:?}");
+            assert_eq!(errors[0].var, var);
+        }
+    }
+
+    /// Built without the ablation (the production build; `cargo xtask test`
+    /// runs it in a step of its own, the workspace's tests having every
+    /// feature): a per-connection hub is refused, not silently ignored.
+    #[cfg(not(feature = "ablation"))]
+    #[test]
+    fn without_the_ablation_a_per_connection_hub_is_refused() {
+        let errors = parse(&[(ENV_SSE_HUB_MODE, "per-connection")]).expect_err("refused");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].var, ENV_SSE_HUB_MODE);
+        assert!(
+            errors[0].message.contains("ablation"),
+            "{}",
+            errors[0].message
+        );
+        assert!(parse(&[(ENV_SSE_HUB_MODE, "shared")]).is_ok());
     }
 
     #[test]

@@ -310,6 +310,7 @@ impl StreamHub {
             options.session,
             config.revalidate_every,
             config.session_unknown_max,
+            &shared.counters.sessions_expired,
         );
         let attachment = Attachment {
             shared: shared.clone(),

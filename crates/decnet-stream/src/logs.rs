@@ -419,6 +419,7 @@ impl LogHub {
             options.session,
             config.revalidate_every,
             config.session_unknown_max,
+            &inner.shared.counters.sessions_expired,
         );
         let attachment = Attachment {
             shared: inner.shared.clone(),

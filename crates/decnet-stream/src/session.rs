@@ -10,7 +10,7 @@
 //! a stream whose watch was not taken drives it itself.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
@@ -62,6 +62,10 @@ const UNVERIFIABLE: u8 = 2;
 pub(crate) struct SessionFlag {
     ended: AtomicU8,
     notify: Notify,
+    /// The hub's count of expired sessions, raised when this one expires:
+    /// here and not in the stream's body, which a client that stopped
+    /// reading never lets run again.
+    expired: Option<Arc<AtomicU64>>,
 }
 
 impl SessionFlag {
@@ -78,9 +82,16 @@ impl SessionFlag {
             SessionEnd::Expired => EXPIRED,
             SessionEnd::Unverifiable => UNVERIFIABLE,
         };
-        let _ = self
+        let first = self
             .ended
-            .compare_exchange(RUNNING, code, Ordering::AcqRel, Ordering::Acquire);
+            .compare_exchange(RUNNING, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if first
+            && why == SessionEnd::Expired
+            && let Some(expired) = &self.expired
+        {
+            expired.fetch_add(1, Ordering::Relaxed);
+        }
         self.notify.notify_waiters();
         // A stream not waiting right now sees the flag on its next wake-up;
         // store a permit too so the next `notified()` returns at once.
@@ -130,16 +141,21 @@ pub(crate) fn instant_of(at: SystemTime) -> Option<Instant> {
 
 impl SessionWatch {
     /// The flag a stream opened with `session` checks and the watch its
-    /// connection task runs (neither for a stream without a session).
+    /// connection task runs (neither for a stream without a session);
+    /// `expired` counts the sessions that expire.
     pub(crate) fn for_session(
         session: Option<Arc<dyn SessionCheck>>,
         revalidate_every: Duration,
         unknown_max: Duration,
+        expired: &Arc<AtomicU64>,
     ) -> (Option<Arc<SessionFlag>>, Option<SessionWatch>) {
         let Some(check) = session else {
             return (None, None);
         };
-        let flag = Arc::new(SessionFlag::default());
+        let flag = Arc::new(SessionFlag {
+            expired: Some(expired.clone()),
+            ..SessionFlag::default()
+        });
         let expires_at = check.expires_at().and_then(instant_of);
         let watch = Self {
             check,

@@ -1,5 +1,6 @@
 //! The hub's counters, read through a [`HubStats`] snapshot.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The event-name label for every name a kind does not list as known.
@@ -108,7 +109,9 @@ pub(crate) struct Counters {
     pub(crate) frames_enqueued: AtomicU64,
     pub(crate) frames_dropped: AtomicU64,
     pub(crate) resyncs: AtomicU64,
-    pub(crate) sessions_expired: AtomicU64,
+    /// Shared with every stream's session flag, which counts when the
+    /// session ends (whether or not the stream's body is polled again).
+    pub(crate) sessions_expired: Arc<AtomicU64>,
     pub(crate) resumed: AtomicU64,
     pub(crate) rekeys: AtomicU64,
     pub(crate) kinds: Vec<KindCounters>,
@@ -141,7 +144,7 @@ impl Counters {
             frames_enqueued: load(&self.frames_enqueued),
             frames_dropped: load(&self.frames_dropped),
             resyncs: load(&self.resyncs),
-            sessions_expired: load(&self.sessions_expired),
+            sessions_expired: load(self.sessions_expired.as_ref()),
             resumed: load(&self.resumed),
             rekeys: load(&self.rekeys),
             ring_skipped,

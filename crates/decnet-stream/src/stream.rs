@@ -164,10 +164,8 @@ impl Driver {
     /// The session ended: the last frame says why.
     fn session_ended(&mut self, why: SessionEnd) {
         match why {
-            SessionEnd::Expired => {
-                add(&self.attachment.shared.counters.sessions_expired, 1);
-                self.end_with(SESSION_EXPIRED);
-            }
+            // Counted by the session's flag when it ended.
+            SessionEnd::Expired => self.end_with(SESSION_EXPIRED),
             SessionEnd::Unverifiable => self.end_with(INTERRUPTED),
         }
     }

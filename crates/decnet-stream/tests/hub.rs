@@ -9,8 +9,8 @@ use decnet_repo::prelude::*;
 use decnet_repo::{Attacker, MemoryRepository, Observation};
 use decnet_sse::{Decoded, Decoder};
 use decnet_stream::{
-    EventStream, HubConfig, KIND_WIDE_KEY, KindId, OpenOptions, SessionCheck, SessionVerdict,
-    StreamHub, decnet_kinds,
+    EventStream, HubConfig, KIND_WIDE_KEY, KindId, OpenOptions, SessionCheck, SessionEnd,
+    SessionVerdict, StreamHub, decnet_kinds,
 };
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -581,6 +581,54 @@ async fn session_revocation_ends_the_stream() {
         (name.as_str(), data),
         ("error", json!({"message": "Session expired"}))
     );
+    assert_eq!(reader.next().await, None);
+    assert_eq!(fx.hub.stats().sessions_expired, 1);
+}
+
+/// A revoked session is counted when its watch ends it, even if the
+/// stream's body is never polled again (a client that stopped reading).
+#[tokio::test]
+async fn an_expired_session_is_counted_without_its_body() {
+    let fx = fixture(HubConfig {
+        revalidate_every: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await;
+    fx.repo
+        .upsert_attacker(&attacker("a1", None))
+        .await
+        .unwrap();
+    let id = kind(&fx.hub, "attacker");
+    let info = fx.hub.lookup(id, "a1").await.expect("repo").expect("key");
+    let session = TestSession {
+        expires_at: None,
+        revoked: Arc::new(AtomicBool::new(true)),
+    };
+    let mut stream = fx
+        .hub
+        .open(
+            id,
+            "a1",
+            info,
+            OpenOptions {
+                session: Some(Arc::new(session)),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("open");
+    let watch = stream.take_session_watch().expect("a watch");
+    let why = tokio::time::timeout(Duration::from_secs(5), watch.ended())
+        .await
+        .expect("the watch ends the session");
+    assert_eq!(why, SessionEnd::Expired);
+    assert_eq!(fx.hub.stats().sessions_expired, 1);
+    // The body, polled now, ends with the error frame and counts nothing more.
+    let mut reader = Reader::new(stream);
+    reader.open_preamble().await;
+    reader.frame().await;
+    let (name, _, _) = reader.frame().await;
+    assert_eq!(name, "error");
     assert_eq!(reader.next().await, None);
     assert_eq!(fx.hub.stats().sessions_expired, 1);
 }
