@@ -189,6 +189,10 @@ struct RunArgs {
     /// Stop at the first step that is not clean (a ceiling search)
     #[arg(long)]
     stop_on_dirty: bool,
+    /// Run a step that is not clean again, up to this many times (a
+    /// passing hiccup of a shared machine is not the ceiling)
+    #[arg(long, default_value_t = 0)]
+    retry_dirty: u32,
     /// Longest wait for the last frames after publishing, seconds
     #[arg(long, default_value_t = 5.0)]
     drain_secs: f64,
@@ -313,6 +317,7 @@ fn run_options(args: RunArgs) -> Result<run::RunOptions> {
         events: args.events,
         p99_limit_ms: args.p99_limit_ms,
         stop_on_dirty: args.stop_on_dirty,
+        retry_dirty: args.retry_dirty,
         drain: secs(args.drain_secs, "drain-secs")?,
         pause: secs(args.pause_secs, "pause-secs")?,
         read_buf: args.read_buf,

@@ -90,6 +90,9 @@ pub(crate) struct RunOptions {
     pub(crate) p99_limit_ms: f64,
     /// Stop stepping at the first step that is not clean.
     pub(crate) stop_on_dirty: bool,
+    /// Run a step that is not clean again, up to this many times, before
+    /// stopping (every try is in the summary).
+    pub(crate) retry_dirty: u32,
     /// Longest wait for frames after publishing ends.
     pub(crate) drain: Duration,
     /// Quiet time between steps.
@@ -548,22 +551,32 @@ pub(crate) async fn run(options: RunOptions) -> Result<Summary> {
             let events = options
                 .events
                 .unwrap_or_else(|| (rate * options.step_secs).round() as u64);
-            let step = run_step(&shared, publisher, &options, server_pid, rate, events).await?;
-            let clean = step.clean;
-            eprintln!(
-                "step {}: {:.0} ev/s -> {:.0} frames/s delivered, lost {}/{}, p50 {} p99 {} ms, server cpu {}%{}",
-                n + 1,
-                rate,
-                step.delivered_per_sec,
-                step.frames_lost,
-                step.frames_expected,
-                fmt_ms(step.latency.p50_ms),
-                fmt_ms(step.latency.p99_ms),
-                step.server_cpu_pct
-                    .map_or_else(|| "?".to_owned(), |c| format!("{c:.0}")),
-                if clean { "" } else { "  (not clean)" },
-            );
-            summary.steps.push(step);
+            let mut clean = false;
+            for attempt in 0..=options.retry_dirty {
+                if attempt > 0 && !options.pause.is_zero() {
+                    tokio::time::sleep(options.pause).await;
+                }
+                let step = run_step(&shared, publisher, &options, server_pid, rate, events).await?;
+                clean = step.clean;
+                eprintln!(
+                    "step {}{}: {:.0} ev/s -> {:.0} frames/s delivered, lost {}/{}, p50 {} p99 {} ms, server cpu {}%{}",
+                    n + 1,
+                    if attempt > 0 { " (again)" } else { "" },
+                    rate,
+                    step.delivered_per_sec,
+                    step.frames_lost,
+                    step.frames_expected,
+                    fmt_ms(step.latency.p50_ms),
+                    fmt_ms(step.latency.p99_ms),
+                    step.server_cpu_pct
+                        .map_or_else(|| "?".to_owned(), |c| format!("{c:.0}")),
+                    if clean { "" } else { "  (not clean)" },
+                );
+                summary.steps.push(step);
+                if clean {
+                    break;
+                }
+            }
             if !clean && options.stop_on_dirty {
                 break;
             }

@@ -727,6 +727,19 @@ mod tests {
         answer
     }
 
+    /// A connection that asked for the demo attacker's stream with a Bearer
+    /// token.
+    async fn open_with_bearer(addr: SocketAddr) -> TcpStream {
+        let (token, _) = decnet_auth::mint_access_token(SECRET, DEMO_USER, Duration::from_secs(60))
+            .expect("token");
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        let get = format!(
+            "GET /api/v1/attackers/{DEMO_ATTACKER}/events HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        client.write_all(get.as_bytes()).await.expect("write");
+        client
+    }
+
     fn count(app: &App, writer: &str) -> f64 {
         let series = format!("decnet_sse_http1_streams_total{{writer=\"{writer}\"}}");
         test_support::http::metric(&app.metrics_text(), &series).unwrap_or(0.0)
@@ -814,13 +827,7 @@ mod tests {
             ..ServeConfig::default()
         })
         .await;
-        let (token, _) = decnet_auth::mint_access_token(SECRET, DEMO_USER, Duration::from_secs(60))
-            .expect("token");
-        let mut client = TcpStream::connect(addr).await.expect("connect");
-        let get = format!(
-            "GET /api/v1/attackers/{DEMO_ATTACKER}/events HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n"
-        );
-        client.write_all(get.as_bytes()).await.expect("write");
+        let mut client = open_with_bearer(addr).await;
         let stream = read_until(&mut client, "the snapshot", |a| {
             String::from_utf8_lossy(a).contains("event: snapshot")
         })
@@ -836,13 +843,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn shutdown_ends_a_handed_over_stream_and_closes() {
         let (addr, app, stop) = start(ServeConfig::default()).await;
-        let (token, _) = decnet_auth::mint_access_token(SECRET, DEMO_USER, Duration::from_secs(60))
-            .expect("token");
-        let mut client = TcpStream::connect(addr).await.expect("connect");
-        let get = format!(
-            "GET /api/v1/attackers/{DEMO_ATTACKER}/events HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n"
-        );
-        client.write_all(get.as_bytes()).await.expect("write");
+        let mut client = open_with_bearer(addr).await;
         read_until(&mut client, "the snapshot", |a| {
             String::from_utf8_lossy(a).contains("event: snapshot")
         })

@@ -158,14 +158,19 @@ fn kind(hub: &StreamHub, name: &str) -> KindId {
 }
 
 /// Look `key` up (it must exist) and open a stream of `kind` on it.
-async fn open_kind(hub: &StreamHub, name: &str, key: &str, options: OpenOptions) -> Reader {
+/// A stream of kind `name` on `key`, not read yet.
+async fn open_stream(hub: &StreamHub, name: &str, key: &str, options: OpenOptions) -> EventStream {
     let id = kind(hub, name);
     let info = hub
         .lookup(id, key)
         .await
         .expect("repo")
         .expect("key exists");
-    Reader::new(hub.open(id, key, info, options).await.expect("open"))
+    hub.open(id, key, info, options).await.expect("open")
+}
+
+async fn open_kind(hub: &StreamHub, name: &str, key: &str, options: OpenOptions) -> Reader {
+    Reader::new(open_stream(hub, name, key, options).await)
 }
 
 async fn open(fx: &Fixture, uuid: &str, options: OpenOptions) -> Reader {
@@ -598,25 +603,15 @@ async fn an_expired_session_is_counted_without_its_body() {
         .upsert_attacker(&attacker("a1", None))
         .await
         .unwrap();
-    let id = kind(&fx.hub, "attacker");
-    let info = fx.hub.lookup(id, "a1").await.expect("repo").expect("key");
     let session = TestSession {
         expires_at: None,
         revoked: Arc::new(AtomicBool::new(true)),
     };
-    let mut stream = fx
-        .hub
-        .open(
-            id,
-            "a1",
-            info,
-            OpenOptions {
-                session: Some(Arc::new(session)),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("open");
+    let options = OpenOptions {
+        session: Some(Arc::new(session)),
+        ..Default::default()
+    };
+    let mut stream = open_stream(&fx.hub, "attacker", "a1", options).await;
     let watch = stream.take_session_watch().expect("a watch");
     let why = tokio::time::timeout(Duration::from_secs(5), watch.ended())
         .await
