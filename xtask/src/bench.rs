@@ -1287,13 +1287,9 @@ impl Ctx {
         extra: &[String],
     ) -> Result<()> {
         let server = self.start_server_on(name, "shared", tls)?;
-        let mut args = strings(&[
-            "--attackers",
-            &sizes.attackers.to_string(),
-            "--connect-concurrency",
-            "128",
-            "--hold-secs",
-            "10",
+        // An idle run's opening and hold, then one publishing step.
+        let mut args = idle_args(sizes);
+        args.extend(strings(&[
             "--rates",
             &rate.to_string(),
             "--step-secs",
@@ -1302,7 +1298,7 @@ impl Ctx {
             "5",
             "--p99-limit-ms",
             "50",
-        ]);
+        ]));
         args.extend_from_slice(extra);
         self.load(
             &server,
