@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use crate::procfs::TICKS_PER_SEC;
+use crate::procfs::{TICKS_PER_SEC, parse_cpu_ticks};
 
 const WRITER_THREAD: &str = "floor-writer";
 const READER_THREAD: &str = "floor-reader";
@@ -105,20 +105,13 @@ fn thread_cpu(name: &str) -> f64 {
             continue;
         };
         // `pid (comm) state ...`: the name is between the first '(' and
-        // the last ')'; utime and stime are the 12th and 13th fields after.
+        // the last ')'.
         let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
             continue;
         };
-        if stat.get(open + 1..close) != Some(name) {
-            continue;
+        if stat.get(open + 1..close) == Some(name) {
+            ticks += parse_cpu_ticks(&stat).unwrap_or(0);
         }
-        let fields: Vec<&str> = stat
-            .get(close + 1..)
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect();
-        let parse = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        ticks += parse(11).unwrap_or(0) + parse(12).unwrap_or(0);
     }
     ticks as f64 / TICKS_PER_SEC
 }

@@ -62,7 +62,13 @@ impl Section {
     }
 }
 
+/// The run summary `<dir>/<name>.json`, if that run happened.
 pub(crate) fn load(dir: &Path, name: &str) -> Result<Option<Summary>> {
+    load_json(dir, name)
+}
+
+/// `<dir>/<name>.json` as a `T`, `None` when the file is not there.
+fn load_json<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Result<Option<T>> {
     let path = dir.join(format!("{name}.json"));
     if !path.exists() {
         return Ok(None);
@@ -151,15 +157,13 @@ fn floor_runs(dir: &Path) -> Result<Vec<crate::floor::FloorSummary>> {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !(name.starts_with("floor-") && name.ends_with(".json")) {
-            continue;
+        if let Some(stem) = name
+            .strip_suffix(".json")
+            .filter(|stem| stem.starts_with("floor-"))
+            && let Some(run) = load_json(dir, stem)?
+        {
+            runs.push(run);
         }
-        let text =
-            std::fs::read_to_string(entry.path()).with_context(|| format!("reading {name}"))?;
-        runs.push(
-            serde_json::from_str::<crate::floor::FloorSummary>(&text)
-                .with_context(|| format!("parsing {name}"))?,
-        );
     }
     runs.sort_by(|a, b| {
         a.rate

@@ -22,7 +22,7 @@
 //!
 //! [`ConnCtx::offer`]: crate::conn::ConnCtx::offer
 
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write as _};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
@@ -195,26 +195,15 @@ struct Chunk {
 impl Chunk {
     fn new(data: Bytes) -> Self {
         let mut size = [0u8; 18];
-        let mut digits = [0u8; 16];
-        let mut n = data.len();
-        let mut len = 0;
-        loop {
-            // `n % 16` is below 16: the index is in bounds.
-            digits[len] = b"0123456789ABCDEF"[n % 16];
-            len += 1;
-            n /= 16;
-            if n == 0 {
-                break;
-            }
-        }
-        for (slot, digit) in size.iter_mut().zip(digits[..len].iter().rev()) {
-            *slot = *digit;
-        }
-        size[len] = b'\r';
-        size[len + 1] = b'\n';
+        let size_len = {
+            let mut line = std::io::Cursor::new(&mut size[..]);
+            // 16 hex digits and CRLF fit in 18 bytes whatever the length.
+            let _ = write!(line, "{:X}\r\n", data.len());
+            usize::try_from(line.position()).unwrap_or(0)
+        };
         Self {
             size,
-            size_len: len + 2,
+            size_len,
             data,
             sent: 0,
         }
@@ -381,11 +370,6 @@ fn watch_incoming<T: AsyncRead + Unpin>(
         }
     }
     Ok(())
-}
-
-/// Close the connection after a stream: flush and shut the write side.
-pub(crate) async fn close<T: AsyncWrite + Unpin>(io: &mut T) {
-    let _ = io.shutdown().await;
 }
 
 #[cfg(test)]

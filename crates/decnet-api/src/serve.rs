@@ -11,7 +11,7 @@ use std::time::Duration;
 use std::pin::Pin;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::app::App;
@@ -98,10 +98,9 @@ impl Drain {
 /// Connections held, in total and per client address.
 #[derive(Debug, Default)]
 struct Holds {
-    total: usize,
+    /// Connections held in total (`decnet_http_connections_open`).
+    total: prometheus_client::metrics::gauge::Gauge,
     per_ip: HashMap<IpAddr, usize>,
-    /// `decnet_http_connections_open`: `total`, exported.
-    gauge: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// Counts a connection while its task runs.
@@ -113,8 +112,7 @@ struct Held {
 impl Drop for Held {
     fn drop(&mut self) {
         let mut holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
-        holds.total = holds.total.saturating_sub(1);
-        holds.gauge.dec();
+        holds.total.dec();
         if let Some(n) = holds.per_ip.get_mut(&self.ip) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -128,11 +126,11 @@ fn hold(holds: &Arc<Mutex<Holds>>, ip: IpAddr, config: &ServeConfig) -> Option<H
     // std Mutex: a counter update at accept, never across an `.await`.
     let mut guard = holds.lock().unwrap_or_else(|e| e.into_inner());
     let of_ip = guard.per_ip.get(&ip).copied().unwrap_or(0);
-    if guard.total >= config.max_connections || of_ip >= config.max_connections_per_ip {
+    let total = usize::try_from(guard.total.get()).unwrap_or(0);
+    if total >= config.max_connections || of_ip >= config.max_connections_per_ip {
         return None;
     }
-    guard.total += 1;
-    guard.gauge.inc();
+    guard.total.inc();
     *guard.per_ip.entry(ip).or_insert(0) += 1;
     Some(Held {
         holds: holds.clone(),
@@ -231,7 +229,7 @@ pub async fn serve(
     let (drain_tx, drain) = tokio::sync::watch::channel(false);
     let drain = Drain(drain);
     let holds = Arc::new(Mutex::new(Holds {
-        gauge: app.connections_gauge(),
+        total: app.connections_gauge(),
         ..Holds::default()
     }));
     tokio::pin!(shutdown);
@@ -433,7 +431,8 @@ where
             return;
         };
         if drain.is_signaled() {
-            h1stream::close(&mut socket).await;
+            // Shutting down: the stream ended with its last chunk; close.
+            let _ = socket.shutdown().await;
             return;
         }
         io = Rewind::with_prefix(socket, kept);

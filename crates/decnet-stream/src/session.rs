@@ -58,14 +58,14 @@ const EXPIRED: u8 = 1;
 const UNVERIFIABLE: u8 = 2;
 
 /// The state a stream and its watch share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SessionFlag {
     ended: AtomicU8,
     notify: Notify,
     /// The hub's count of expired sessions, raised when this one expires:
     /// here and not in the stream's body, which a client that stopped
     /// reading never lets run again.
-    expired: Option<Arc<AtomicU64>>,
+    expired: Arc<AtomicU64>,
 }
 
 impl SessionFlag {
@@ -86,11 +86,8 @@ impl SessionFlag {
             .ended
             .compare_exchange(RUNNING, code, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
-        if first
-            && why == SessionEnd::Expired
-            && let Some(expired) = &self.expired
-        {
-            expired.fetch_add(1, Ordering::Relaxed);
+        if first && why == SessionEnd::Expired {
+            self.expired.fetch_add(1, Ordering::Relaxed);
         }
         self.notify.notify_waiters();
         // A stream not waiting right now sees the flag on its next wake-up;
@@ -153,8 +150,9 @@ impl SessionWatch {
             return (None, None);
         };
         let flag = Arc::new(SessionFlag {
-            expired: Some(expired.clone()),
-            ..SessionFlag::default()
+            ended: AtomicU8::new(RUNNING),
+            notify: Notify::new(),
+            expired: expired.clone(),
         });
         let expires_at = check.expires_at().and_then(instant_of);
         let watch = Self {
