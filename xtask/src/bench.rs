@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Scenarios (default: all of them, in this order): `idle`, `fanout`,
-//! `ceiling`, `open-rate`, `ablation`, `h2` (HTTP/1.1 plain and over TLS
+//! `ceiling`, `ceiling-pinned` (the ceiling with the server on CPU 0 and one
+//! worker, the load generator on CPU 1, through `taskset`), `open-rate`,
+//! `ablation`, `h2` (HTTP/1.1 plain and over TLS
 //! against HTTP/2 one connection per stream and 100 streams per connection,
 //! over the test certificate of testdata/tls), `kinds` (every stream kind),
 //! `logs-db` (`/stream`'s database load with 100 dashboards, on PostgreSQL,
@@ -61,10 +63,11 @@ const USERS: usize = 20;
 /// Where the service section starts and ends in docs/BENCHMARKS.md.
 const BEGIN_MARK: &str = "<!-- BEGIN service-benchmarks: written by `cargo xtask bench`, edits inside are overwritten -->";
 const END_MARK: &str = "<!-- END service-benchmarks -->";
-const ALL: [&str; 9] = [
+const ALL: [&str; 10] = [
     "idle",
     "fanout",
     "ceiling",
+    "ceiling-pinned",
     "open-rate",
     "ablation",
     "h2",
@@ -93,6 +96,7 @@ const SECTIONS: [DocSection; 3] = [
             "idle",
             "fanout",
             "ceiling",
+            "ceiling-pinned",
             "open-rate",
             "ablation",
             "floor",
@@ -355,7 +359,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         let res = match *scenario {
             "idle" => ctx.idle(sizes),
             "fanout" => ctx.fanout(sizes, "fanout", "shared"),
-            "ceiling" => ctx.ceiling(sizes),
+            "ceiling" => ctx.ceiling(sizes, "ceiling", None),
+            "ceiling-pinned" => ctx.ceiling(sizes, "ceiling-pinned", Some(PINNED)),
             "open-rate" => ctx.open_rate(sizes),
             "ablation" => ctx.fanout(sizes, "ablation", "per-connection"),
             "h2" => ctx.h2(sizes),
@@ -617,6 +622,7 @@ Server settings: `DECNET_SSE_MAX_PER_USER=1000000`, `DECNET_SSE_OPEN_RATE=0` (no
         "Scenarios (full mode; `--quick` shrinks every size and duration): idle = streams open and quiet, server RSS per stream = (RSS idle - RSS before) / streams, and the first size again with `DECNET_SSE_HTTP1_HANDOVER=false` (hyper writing the streams);\n\
 fan-out = 10 000 streams, 2 000 events/s for 30 s;\n\
 ceiling = the same streams, rate raised step by step (10 s each) until p99 > 100 ms or any loss in two tries of the same step (a step that is not clean runs once more; both tries are in the table), reporting the highest clean step;\n\
+ceiling, pinned = the ceiling again with each process on a CPU of its own (`taskset -c`): the server on CPU 0 with `TOKIO_WORKER_THREADS=1`, the load generator on CPU 1 (NATS and PostgreSQL are not pinned);\n\
 open rate = 1 000 ticket + stream opens per second for 15 s (streams stay open, 15 000 of them: the server holds at most 20 000 open files; they take two load-generator processes opening 500/s each), latency from each open's scheduled start, the rate achieved = streams opened / time from the first open to the last answer;\n\
 ablation = the fan-out scenario against a server started with `DECNET_SSE_HUB_MODE=per-connection` (every stream subscribes to the bus itself, as DECNET's Python service does), publishing for 10 s only (the publisher gives up at twice the planned time plus 5 s when the bus pushes back);\n\
 floor = no server: `decnet-loadgen floor` writes 120-byte frames to 9 000 loopback socket pairs, 10 per event, at 20 000 and 60 000 frames/s, from one blocking thread and from tokio tasks woken per frame (2 workers, and 1), for 10 s each: what any server pays per frame on this machine.\n\
@@ -675,9 +681,35 @@ pub(crate) fn date_utc() -> String {
         .unwrap_or_else(|| "unknown date".to_owned())
 }
 
+/// The pinned ceiling's CPUs: the server's, the load generator's.
+const PINNED: Cpus = Cpus {
+    server: 0,
+    loadgen: 1,
+};
+
+/// A server and its load generator each pinned to one CPU.
+#[derive(Debug, Clone, Copy)]
+struct Cpus {
+    server: usize,
+    loadgen: usize,
+}
+
 /// `bash -c 'ulimit -Sn $(ulimit -Hn); exec "$0" "$@"' program args..`
 fn with_fd_limit(program: &Path) -> Command {
-    let mut c = Command::new("bash");
+    with_fd_limit_on(program, None)
+}
+
+/// [`with_fd_limit`], under `taskset -c <cpu>` when `cpu` is given (the
+/// process and every thread it starts run on that CPU alone).
+fn with_fd_limit_on(program: &Path, cpu: Option<usize>) -> Command {
+    let mut c = match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string(), "bash"]);
+            c
+        }
+        None => Command::new("bash"),
+    };
     c.arg("-c")
         .arg("ulimit -Sn \"$(ulimit -Hn)\" && exec \"$0\" \"$@\"")
         .arg(program);
@@ -762,6 +794,9 @@ struct Server {
     port: u16,
     /// HTTPS (the test certificate).
     tls: bool,
+    /// The CPU a load generator against this server is pinned to (the
+    /// server itself is on another).
+    loadgen_cpu: Option<usize>,
 }
 
 impl Server {
@@ -826,7 +861,7 @@ impl Ctx {
     /// A server; with `tls` (the repository root) it serves HTTPS with the
     /// test certificate, and `/readyz` on a plain ops listener.
     fn start_server_on(&self, name: &str, hub_mode: &str, tls: Option<&Path>) -> Result<Server> {
-        self.start_server_with(name, hub_mode, tls, &[])
+        self.start_server_with(name, hub_mode, tls, &[], None)
     }
 
     /// [`start_server_on`](Self::start_server_on) with `env` set last (a
@@ -837,6 +872,7 @@ impl Ctx {
         hub_mode: &str,
         tls: Option<&Path>,
         env: &[(&str, String)],
+        cpus: Option<Cpus>,
     ) -> Result<Server> {
         let port = test_support::free_port();
         let log_path = self.out.join(format!("server-{name}.log"));
@@ -847,7 +883,13 @@ impl Ctx {
         } else {
             self.events_bin.with_file_name(ABLATION_BIN)
         };
-        let mut command = with_fd_limit(&bin);
+        let mut command = with_fd_limit_on(&bin, cpus.map(|c| c.server));
+        if cpus.is_some() {
+            // One CPU: one worker (two would only take turns on it).
+            command.env("TOKIO_WORKER_THREADS", "1");
+        } else {
+            command.env_remove("TOKIO_WORKER_THREADS");
+        }
         command
             .arg("serve")
             .env("DECNET_BIND", format!("127.0.0.1:{port}"))
@@ -904,6 +946,7 @@ impl Ctx {
             child,
             port,
             tls: tls.is_some(),
+            loadgen_cpu: cpus.map(|c| c.loadgen),
         };
         eprintln!(
             "==> bench: decnet-events ({hub_mode}) pid {} on {}",
@@ -917,7 +960,7 @@ impl Ctx {
     fn spawn_loadgen(&self, server: &Server, file: &str, args: &[String]) -> Result<ChildProcess> {
         let summary = File::create(self.out.join(format!("{file}.json")))
             .with_context(|| format!("creating {file}.json"))?;
-        let mut command = with_fd_limit(&self.loadgen_bin);
+        let mut command = with_fd_limit_on(&self.loadgen_bin, server.loadgen_cpu);
         command
             .arg("run")
             .args(["--url", &server.url()])
@@ -1063,6 +1106,7 @@ impl Ctx {
                     ("DECNET_DATABASE_URL", self.database_url.clone()),
                     ("DECNET_SSE_HTTP1_HANDOVER", "false".to_owned()),
                 ],
+                None,
             )?;
             self.load(
                 &server,
@@ -1108,8 +1152,16 @@ impl Ctx {
         )
     }
 
-    fn ceiling(&self, sizes: &Sizes) -> Result<()> {
-        let server = self.start_server("ceiling", "shared")?;
+    /// The ceiling as `name`; with `cpus`, the server and the load
+    /// generator each on a CPU of its own.
+    fn ceiling(&self, sizes: &Sizes, name: &str, cpus: Option<Cpus>) -> Result<()> {
+        if cpus.is_some() {
+            let online = std::thread::available_parallelism().map_or(1, usize::from);
+            if online < 2 {
+                bail!("{name} pins two processes to CPUs 0 and 1; this machine has {online} CPU");
+            }
+        }
+        let server = self.start_server_with(name, "shared", None, &[], cpus)?;
         let rates = sizes
             .ceiling_rates
             .iter()
@@ -1142,7 +1194,7 @@ impl Ctx {
         let budget = 180 + steps * (u64::from(sizes.ceiling_secs) + 10);
         self.load(
             &server,
-            "ceiling",
+            name,
             sizes.fanout_streams,
             &args,
             Duration::from_secs(budget),
@@ -1195,7 +1247,7 @@ impl Ctx {
             let (database, count) = self.logs_database(engine)?;
             for (one, dashboards) in [(true, 1), (false, sizes.dashboards)] {
                 let name = logs_run_name(engine, one);
-                let server = self.start_server_with(&name, "shared", None, &database.env)?;
+                let server = self.start_server_with(&name, "shared", None, &database.env, None)?;
                 let args = vec![
                     "--kind".to_owned(),
                     "logs".to_owned(),

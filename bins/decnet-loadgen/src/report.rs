@@ -2,7 +2,8 @@
 //! into the Markdown section of docs/BENCHMARKS.md and the latency chart.
 //!
 //! It reads `<dir>/<scenario>.json` for the scenarios that ran (`idle-<n>`,
-//! `fanout`, `ceiling`, `open-rate`, `ablation`), judges each target, and
+//! `fanout`, `ceiling`, `ceiling-pinned`, `open-rate`, `ablation`), judges
+//! each target, and
 //! prints Markdown on stdout.
 
 use std::fmt::Write as _;
@@ -23,6 +24,9 @@ const OPEN_RATE_TARGET: f64 = 1000.0;
 /// Share of the asked rate an open-rate run must achieve to count as
 /// sustained (the last opens' tail lengthens the phase a little).
 const OPEN_RATE_SUSTAINED: f64 = 0.99;
+/// What the pinned ceiling's rows say of it (`cargo xtask bench` starts
+/// its processes so).
+const PINNED: &str = "ceiling, pinned (server on CPU 0 with 1 worker, load generator on CPU 1)";
 
 /// What the report needs besides the summaries.
 #[derive(Debug, Clone)]
@@ -270,6 +274,7 @@ pub(crate) fn report(options: &ReportOptions) -> Result<String> {
     let idle = idle_runs(dir)?;
     let fanout = load(dir, "fanout")?;
     let ceiling = load(dir, "ceiling")?;
+    let pinned = load(dir, "ceiling-pinned")?;
     let open_rate = load(dir, "open-rate")?;
     let ablation = load(dir, "ablation")?;
 
@@ -306,11 +311,18 @@ pub(crate) fn report(options: &ReportOptions) -> Result<String> {
             verdict(met),
         );
     }
-    if let Some(c) = &ceiling {
+    for (label, c) in [
+        ("ceiling", &ceiling),
+        (
+            "ceiling, pinned: server CPU 0 (1 worker), load generator CPU 1",
+            &pinned,
+        ),
+    ] {
+        let Some(c) = c else { continue };
         let best = c.highest_clean_step();
         let _ = writeln!(
             md,
-            "| ceiling (highest clean step: no loss, p99 <= 100 ms) | {} | >= {} frames/s | {} |",
+            "| {label} (highest clean step: no loss, p99 <= 100 ms) | {} | >= {} frames/s | {} |",
             best.map_or_else(
                 || "no clean step".to_owned(),
                 |s| format!(
@@ -404,6 +416,9 @@ pub(crate) fn report(options: &ReportOptions) -> Result<String> {
     if let Some(s) = &ceiling {
         step_rows.extend(s.steps.iter().map(|st| ("ceiling", s, st)));
     }
+    if let Some(s) = &pinned {
+        step_rows.extend(s.steps.iter().map(|st| (PINNED, s, st)));
+    }
     if !step_rows.is_empty() {
         md.push_str("Publishing steps (latency = bus publish to SSE frame parsed by the load generator):\n\n");
         md.push_str("| run | streams | events/s | delivered frames/s | lost / expected | resyncs | p50 ms | p99 ms | max ms | server CPU | loadgen CPU | server µs/frame | loadgen µs/frame | server RSS | clean |\n");
@@ -432,7 +447,13 @@ pub(crate) fn report(options: &ReportOptions) -> Result<String> {
             );
         }
         md.push_str("\nCPU is percent of one core over the step (the machine has two; the load generator runs on the same two); µs/frame is that process's utime + stime over the step divided by the frames delivered (the server's includes its keepalives and bus intake, the load generator's its publisher).\n\n");
-        for s in [&fanout, &ablation, &ceiling].into_iter().flatten() {
+        if pinned.is_some() {
+            md.push_str("The pinned ceiling's processes are started by `taskset -c`: the server on CPU 0 with `TOKIO_WORKER_THREADS=1`, the load generator on CPU 1 (its runtime then has one worker); NATS is not pinned.\n\n");
+        }
+        for s in [&fanout, &ablation, &ceiling, &pinned]
+            .into_iter()
+            .flatten()
+        {
             notes_of(&mut md, s);
         }
     }
@@ -497,6 +518,9 @@ pub(crate) fn report(options: &ReportOptions) -> Result<String> {
         let mut series: Vec<(&str, Vec<&Step>)> = Vec::new();
         if let Some(c) = &ceiling {
             series.push(("ceiling (shared hub)", c.steps.iter().collect()));
+        }
+        if let Some(c) = &pinned {
+            series.push(("ceiling, pinned to a core each", c.steps.iter().collect()));
         }
         if let Some(a) = &ablation {
             series.push(("per-connection ablation", a.steps.iter().collect()));
