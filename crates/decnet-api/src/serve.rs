@@ -899,6 +899,25 @@ mod tests {
     #[tokio::test]
     async fn a_plain_connection_task_stays_small() {
         let served = Arc::new(Served::new(demo_app().await, ServeConfig::default()));
+        let (client, stream, peer, held, drain) = accepted_connection(&served).await;
+        let task = connection(served.clone(), stream, peer, drain.1, held);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 2_600, "the connection future is {size} bytes");
+        drop((task, client, drain.0));
+        served.app.hub().shutdown();
+    }
+
+    /// A connected client, the server's side of it (its peer and slot), and
+    /// a drain signal with its sender.
+    async fn accepted_connection(
+        served: &Served,
+    ) -> (
+        TcpStream,
+        TcpStream,
+        SocketAddr,
+        Held,
+        (tokio::sync::watch::Sender<bool>, Drain),
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let (client, accepted) = tokio::join!(
             TcpStream::connect(listener.local_addr().expect("addr")),
@@ -907,12 +926,14 @@ mod tests {
         let (stream, peer) = accepted.expect("accept");
         let holds = Arc::new(Mutex::new(Holds::default()));
         let held = hold(&holds, peer.ip(), &served.config).expect("a free slot");
-        let (_drain_tx, drain) = tokio::sync::watch::channel(false);
-        let task = connection(served.clone(), stream, peer, Drain(drain), held);
-        let size = std::mem::size_of_val(&task);
-        assert!(size <= 2_600, "the connection future is {size} bytes");
-        drop((task, client));
-        served.app.hub().shutdown();
+        let (drain_tx, drain) = tokio::sync::watch::channel(false);
+        (
+            client.expect("connect"),
+            stream,
+            peer,
+            held,
+            (drain_tx, Drain(drain)),
+        )
     }
 
     /// The TLS connection's future, which an HTTP/1.1 stream over TLS
@@ -927,22 +948,14 @@ mod tests {
             ..ServeConfig::default()
         };
         let served = Arc::new(Served::new(demo_app().await, config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let (client, accepted) = tokio::join!(
-            TcpStream::connect(listener.local_addr().expect("addr")),
-            listener.accept()
-        );
-        let (stream, peer) = accepted.expect("accept");
-        let holds = Arc::new(Mutex::new(Holds::default()));
-        let held = hold(&holds, peer.ip(), &served.config).expect("a free slot");
-        let (_drain_tx, drain) = tokio::sync::watch::channel(false);
+        let (client, stream, peer, held, drain) = accepted_connection(&served).await;
         let ctx = Arc::new(ConnCtx::default());
         let io = ProgressIo::new(stream, ctx.clone(), served.config.stream_sndbuf);
-        let task = tls_connection(&served, &tls, io, ctx, peer, Drain(drain), held);
+        let task = tls_connection(&served, &tls, io, ctx, peer, drain.1, held);
         let size = std::mem::size_of_val(&task);
         // 8.3 KB before its states were boxed (see tls_connection).
         assert!(size <= 2_600, "the TLS connection future is {size} bytes");
-        drop((task, client));
+        drop((task, client, drain.0));
         served.app.hub().shutdown();
     }
 }
