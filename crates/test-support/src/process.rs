@@ -32,6 +32,9 @@ use std::time::{Duration, Instant};
 
 /// How often the waits below look again.
 pub const POLL_EVERY: Duration = Duration::from_millis(20);
+/// How long an exited child's captured output may take to reach its end
+/// (a process it started may still hold the pipe).
+const SETTLE_WITHIN: Duration = Duration::from_secs(2);
 
 /// Where a child's stdout or stderr goes.
 #[derive(Debug)]
@@ -157,6 +160,23 @@ impl Captured {
         String::from_utf8_lossy(&self.buffer.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
     }
 
+    /// Wait until the reader has seen the end of the stream, at most until
+    /// `deadline` (another process may still hold the pipe open).
+    fn settle(&mut self, deadline: Instant) {
+        while let Some(reader) = &self.reader {
+            if reader.is_finished() {
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
+                return;
+            }
+            if Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Everything, once the stream has ended (the child exited and nothing
     /// else holds the pipe).
     fn finish(mut self) -> String {
@@ -265,6 +285,14 @@ impl ChildProcess {
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
             self.status = self.child.try_wait().ok().flatten();
+            if self.status.is_some() {
+                // What it printed last is still in the pipes: once it has
+                // exited, stdout() and stderr() say everything.
+                let deadline = Instant::now() + SETTLE_WITHIN;
+                for captured in [&mut self.stdout, &mut self.stderr].into_iter().flatten() {
+                    captured.settle(deadline);
+                }
+            }
         }
         self.status
     }

@@ -39,6 +39,45 @@ fn captures_output_and_reports_the_exit() {
 }
 
 #[test]
+fn everything_printed_is_there_once_it_has_exited() {
+    // The last line comes after the exit, from a process it left behind
+    // holding the pipe: the wait returns once the pipes have ended.
+    let mut child = ChildProcess::spawn(
+        "printer",
+        &mut sh("echo first >&2; (sleep 0.3; echo last >&2) & exit 0"),
+        Output::Capture,
+        Output::Capture,
+    )
+    .expect("spawn sh");
+    let status = child
+        .wait_timeout(Duration::from_secs(10))
+        .expect("sh exits");
+    assert!(status.success());
+    assert_eq!(child.stderr(), "first\nlast\n");
+}
+
+#[test]
+fn a_pipe_held_open_after_the_exit_delays_the_wait_a_bounded_time() {
+    let mut child = ChildProcess::spawn(
+        "printer",
+        &mut sh("echo first >&2; (sleep 8; echo never >&2) & exit 0"),
+        Output::Capture,
+        Output::Capture,
+    )
+    .expect("spawn sh");
+    let started = Instant::now();
+    child
+        .wait_timeout(Duration::from_secs(10))
+        .expect("sh exits");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(child.stderr(), "first\n");
+}
+
+#[test]
 fn terminate_sends_sigterm_and_reaps() {
     // `trap` makes the shell's own exit code say it saw SIGTERM.
     let mut child = ChildProcess::spawn(
