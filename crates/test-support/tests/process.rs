@@ -2,7 +2,7 @@
 //! and the environment scrub. Uses `sh` and `kill(1)` only.
 
 use std::net::TcpListener;
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use test_support::process::{
@@ -16,24 +16,27 @@ fn sh(script: &str) -> Command {
     command
 }
 
-#[test]
-fn captures_output_and_reports_the_exit() {
-    let mut child = ChildProcess::spawn(
-        "printer",
-        &mut sh("echo out; echo err >&2; exit 3"),
-        Output::Capture,
-        Output::Capture,
-    )
-    .expect("spawn sh");
+/// `script` run with both outputs captured, once it has exited (within
+/// 10 s); its status, and how long the wait took.
+fn exited(script: &str) -> (ChildProcess, ExitStatus, Duration) {
+    let mut child =
+        ChildProcess::spawn("printer", &mut sh(script), Output::Capture, Output::Capture)
+            .expect("spawn sh");
+    let started = Instant::now();
     let status = child
         .wait_timeout(Duration::from_secs(10))
         .expect("sh exits");
+    (child, status, started.elapsed())
+}
+
+#[test]
+fn captures_output_and_reports_the_exit() {
+    let (mut child, status, _) = exited("echo out; echo err >&2; exit 3");
     assert_eq!(status.code(), Some(3));
-    assert!(wait_until(
-        Duration::from_secs(5),
-        Duration::from_millis(10),
-        || child.stdout() == "out\n" && child.stderr() == "err\n"
-    ));
+    assert_eq!(
+        (child.stdout(), child.stderr()),
+        ("out\n".to_owned(), "err\n".to_owned())
+    );
     // Once reaped, the status stays.
     assert_eq!(child.try_exit().and_then(|s| s.code()), Some(3));
 }
@@ -42,38 +45,15 @@ fn captures_output_and_reports_the_exit() {
 fn everything_printed_is_there_once_it_has_exited() {
     // The last line comes after the exit, from a process it left behind
     // holding the pipe: the wait returns once the pipes have ended.
-    let mut child = ChildProcess::spawn(
-        "printer",
-        &mut sh("echo first >&2; (sleep 0.3; echo last >&2) & exit 0"),
-        Output::Capture,
-        Output::Capture,
-    )
-    .expect("spawn sh");
-    let status = child
-        .wait_timeout(Duration::from_secs(10))
-        .expect("sh exits");
+    let (child, status, _) = exited("echo first >&2; (sleep 0.3; echo last >&2) & exit 0");
     assert!(status.success());
     assert_eq!(child.stderr(), "first\nlast\n");
 }
 
 #[test]
 fn a_pipe_held_open_after_the_exit_delays_the_wait_a_bounded_time() {
-    let mut child = ChildProcess::spawn(
-        "printer",
-        &mut sh("echo first >&2; (sleep 8; echo never >&2) & exit 0"),
-        Output::Capture,
-        Output::Capture,
-    )
-    .expect("spawn sh");
-    let started = Instant::now();
-    child
-        .wait_timeout(Duration::from_secs(10))
-        .expect("sh exits");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    let (child, _, took) = exited("echo first >&2; (sleep 8; echo never >&2) & exit 0");
+    assert!(took < Duration::from_secs(5), "{took:?}");
     assert_eq!(child.stderr(), "first\n");
 }
 
